@@ -1,0 +1,1 @@
+//! zosfs flist (see its issue; built on zosfs-store).

@@ -1,0 +1,1 @@
+//! zosfs fsmount (see its issue; built on zosfs-store).

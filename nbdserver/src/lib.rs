@@ -1,0 +1,1 @@
+//! zosfs nbdserver (see its issue; built on zosfs-store).

@@ -1,0 +1,127 @@
+//! The `ChunkStore` trait and the backends behind store URLs.
+//!
+//! Backends store opaque blobs under their [`ChunkId`]. They do not verify
+//! blobs on `get`; the [`Router`](crate::router::Router), through which every
+//! read of the node passes, verifies `BLAKE3(blob) == id` before any use.
+
+pub mod dir;
+pub mod mem;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::chunk::ChunkId;
+use crate::error::Result;
+use crate::url::{Backend, StoreUrl};
+
+/// Counters a store can report (`chunkstore stat`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub chunks: u64,
+    /// Bytes of live blobs.
+    pub bytes: u64,
+    /// Bytes the store occupies on disk (live + garbage + framing), if known.
+    pub disk_bytes: Option<u64>,
+    pub gets: u64,
+    pub hits: u64,
+    pub puts: u64,
+    pub evictions: u64,
+    /// The I/O engine in use (local stores).
+    pub engine: Option<&'static str>,
+    /// Byte budget when used as a cache.
+    pub budget: Option<u64>,
+}
+
+/// A content-addressed blob store.
+///
+/// Invariants every backend keeps:
+/// * `put` is idempotent: putting an id that exists succeeds and changes nothing;
+/// * once `put` returns Ok, the blob survives a crash of this process
+///   (for stores that promise durability; remote stores promise what the
+///   server promises);
+/// * `get` returns exactly the bytes that were put, or `None`;
+/// * blobs over [`MAX_BLOB`](crate::chunk::MAX_BLOB) are refused before any I/O.
+#[async_trait]
+pub trait ChunkStore: Send + Sync + 'static {
+    /// The store's URL without password, for messages.
+    fn url(&self) -> &str;
+
+    async fn get(&self, id: &ChunkId) -> Result<Option<Bytes>>;
+
+    async fn put(&self, id: &ChunkId, blob: Bytes) -> Result<()>;
+
+    async fn has(&self, id: &ChunkId) -> Result<bool>;
+
+    /// Returns whether the chunk was there.
+    async fn delete(&self, id: &ChunkId) -> Result<bool>;
+
+    /// `has` for many ids; backends with a batch command override it.
+    async fn has_many(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.has(id).await?);
+        }
+        Ok(out)
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        Ok(StoreStats::default())
+    }
+
+    /// Make every acknowledged put durable (no-op where puts already are).
+    async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Shared handle to any store.
+pub type DynStore = Arc<dyn ChunkStore>;
+
+/// Tunables for opening backends.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// Byte budget for a `local://` store used as a cache (None: unbounded).
+    pub cache_budget: Option<u64>,
+    /// Force the plain pread/pwrite engine instead of probing io_uring.
+    pub engine: crate::engine::EngineChoice,
+    /// Network timeout per request.
+    pub timeout: std::time::Duration,
+    /// Connections per remote store.
+    pub pool_size: usize,
+    /// Attempts per request on a remote store (first try included).
+    pub attempts: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            cache_budget: None,
+            engine: crate::engine::EngineChoice::Auto,
+            timeout: std::time::Duration::from_secs(10),
+            pool_size: 8,
+            attempts: 3,
+        }
+    }
+}
+
+/// Run blocking filesystem work off the async workers (inline when called
+/// outside a runtime, e.g. from a FUSE thread).
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => h.spawn_blocking(f).await.expect("blocking task panicked"),
+        Err(_) => f(),
+    }
+}
+
+/// Open one backend (no routing, no replication).
+pub async fn open_backend(url: &StoreUrl, opts: &OpenOptions) -> Result<DynStore> {
+    let name = url.redacted();
+    let store: DynStore = match &url.backend {
+        Backend::Dir { path } => Arc::new(dir::DirStore::open(path, name)?),
+        Backend::Local { path } => Arc::new(crate::local::LocalStore::open(path, opts)?),
+        Backend::Zdb { .. } | Backend::Redis { .. } => crate::remote::open(url, opts).await?,
+    };
+    Ok(store)
+}

@@ -1,0 +1,2 @@
+//! `LazyFile`: a local sparse file filled chunk by chunk from a store.
+//! (Lands with its own change.)
