@@ -1,7 +1,18 @@
-//! `chunkstore`: operate chunk stores (put, get, has, stat, fsck, gc,
-//! repair, bench) and serve a 0-db-compatible server.
+//! `chunkstore`: operate chunk stores and serve a 0-db-compatible server.
 
-fn main() {
-    eprintln!("chunkstore: not built yet");
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use clap::Parser;
+use zosfs_tools::chunkstore::{Cli, run};
+
+fn main() -> ExitCode {
+    zosfs_tools::init_logging();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("chunkstore: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
