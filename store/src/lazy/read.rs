@@ -1,0 +1,144 @@
+//! The read path: local chunks from the data file (contiguous ones in one
+//! read), absent chunks from their fill, zeros synthesised; all pieces of
+//! one read concurrently.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::{ChunkState, Inner};
+use crate::error::{Error, ErrorKind, Result};
+
+enum Piece {
+    /// Bytes of local chunks, read from the data file.
+    File(Range<u64>),
+    /// Part of one chunk that is not local (or reads as zeros).
+    Chunk(u64, Range<u64>),
+}
+
+enum Data {
+    Zeros,
+    Owned(Vec<u8>),
+    Shared(Bytes),
+}
+
+pub(crate) async fn read(inner: &Arc<Inner>, off: u64, len: usize) -> Result<Vec<u8>> {
+    let size = inner.layout.size();
+    if off >= size || len == 0 {
+        return Ok(Vec::new());
+    }
+    let end = off.saturating_add(len as u64).min(size);
+    let chunks = inner.layout.chunks_in(off, end - off);
+    if inner.opts.readahead > 0 && is_sequential(inner, off, end) {
+        inner.readahead(chunks.end - 1);
+    }
+
+    let mut pieces: Vec<Piece> = Vec::new();
+    for i in chunks {
+        let span = inner.layout.span(i);
+        let part = span.start.max(off)..span.end.min(end);
+        let local = matches!(inner.states.get(i), ChunkState::Present | ChunkState::Dirty);
+        match pieces.last_mut() {
+            Some(Piece::File(r)) if local && r.end == part.start => r.end = part.end,
+            _ if local => pieces.push(Piece::File(part)),
+            _ => pieces.push(Piece::Chunk(i, part)),
+        }
+    }
+    if let [Piece::File(r)] = pieces.as_slice() {
+        count_local_hits(inner, r);
+        return read_file(inner, r.clone()).await;
+    }
+
+    let results = futures::future::join_all(pieces.into_iter().map(|p| async move {
+        match p {
+            Piece::File(r) => {
+                count_local_hits(inner, &r);
+                Ok((r.start, Data::Owned(read_file(inner, r).await?)))
+            }
+            Piece::Chunk(i, r) => Ok((r.start, read_chunk(inner, i, r).await?)),
+        }
+    }))
+    .await;
+    let mut out = vec![0u8; (end - off) as usize];
+    for res in results {
+        let (start, data) = res?;
+        let at = (start - off) as usize;
+        match data {
+            Data::Zeros => {}
+            Data::Owned(v) => out[at..at + v.len()].copy_from_slice(&v),
+            Data::Shared(b) => out[at..at + b.len()].copy_from_slice(&b),
+        }
+    }
+    Ok(out)
+}
+
+fn count_local_hits(inner: &Inner, r: &Range<u64>) {
+    inner.counters.hits.add(inner.layout.chunks_in(r.start, r.end - r.start).count() as u64);
+}
+
+/// Whether a read continues the previous one (within two chunks, either
+/// way: the kernel issues parallel reads slightly out of order).
+fn is_sequential(inner: &Inner, off: u64, end: u64) -> bool {
+    let prev = inner.last_read_end.swap(end, Ordering::Relaxed);
+    if off == 0 {
+        return true;
+    }
+    if prev == 0 || prev > inner.layout.size() {
+        return false;
+    }
+    let prev_chunk = inner.layout.index_of(prev - 1);
+    let first = inner.layout.index_of(off);
+    first + 2 >= prev_chunk && first <= prev_chunk + 2
+}
+
+async fn read_file(inner: &Inner, r: Range<u64>) -> Result<Vec<u8>> {
+    let want = (r.end - r.start) as usize;
+    let got = inner
+        .engine
+        .read_at(inner.data.clone(), r.start, want)
+        .await
+        .map_err(|e| Error::io(format!("{}: read at {}", inner.name, r.start), e))?;
+    if got.len() != want {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "{}: short read at {} ({} of {want} bytes): data file truncated?",
+                inner.name,
+                r.start,
+                got.len()
+            ),
+        ));
+    }
+    Ok(got)
+}
+
+/// Bytes `r` of chunk `i`, which was not local when the read was planned.
+async fn read_chunk(inner: &Arc<Inner>, i: u64, r: Range<u64>) -> Result<Data> {
+    loop {
+        match inner.states.get(i) {
+            ChunkState::Present | ChunkState::Dirty => {
+                inner.counters.hits.inc();
+                return Ok(Data::Owned(read_file(inner, r).await?));
+            }
+            ChunkState::Zero => {
+                inner.counters.hits.inc();
+                inner.counters.zero_reads.inc();
+                return Ok(Data::Zeros);
+            }
+            ChunkState::Absent if inner.source().is_zero(i) => {
+                inner.counters.zero_reads.inc();
+                return Ok(Data::Zeros);
+            }
+            ChunkState::Absent => {
+                if let Some(b) = inner.absent_content(i).await? {
+                    let start = inner.layout.span(i).start;
+                    let slice = (r.start - start) as usize..(r.end - start) as usize;
+                    return Ok(Data::Shared(b.slice(slice)));
+                }
+                // The chunk changed state meanwhile (a write or trim): look again.
+            }
+        }
+    }
+}
