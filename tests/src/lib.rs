@@ -4,6 +4,8 @@
 //!
 //! Each area keeps its own helpers in its own module here.
 
+pub mod router;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command};

@@ -96,6 +96,24 @@ impl ChunkStore for DirStore {
         }
     }
 
+    async fn list_ids(&self) -> Result<Vec<ChunkId>> {
+        let root = self.root.clone();
+        blocking(move || {
+            let mut ids = Vec::new();
+            for a in read_dirs(&root) {
+                for b in read_dirs(&a) {
+                    for f in std::fs::read_dir(&b).into_iter().flatten().flatten() {
+                        if let Some(id) = f.file_name().to_str().and_then(|n| n.parse().ok()) {
+                            ids.push(id);
+                        }
+                    }
+                }
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
     async fn stats(&self) -> Result<StoreStats> {
         let root = self.root.clone();
         blocking(move || {

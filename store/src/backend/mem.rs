@@ -47,6 +47,10 @@ impl ChunkStore for MemStore {
         Ok(self.map.lock().remove(id).is_some())
     }
 
+    async fn list_ids(&self) -> Result<Vec<ChunkId>> {
+        Ok(self.map.lock().keys().copied().collect())
+    }
+
     async fn stats(&self) -> Result<StoreStats> {
         let map = self.map.lock();
         Ok(StoreStats {

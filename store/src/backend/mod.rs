@@ -70,6 +70,12 @@ pub trait ChunkStore: Send + Sync + 'static {
         Ok(StoreStats::default())
     }
 
+    /// Every id the store holds (`chunkstore repair --all-local`). Stores
+    /// that cannot list say so with InvalidInput.
+    async fn list_ids(&self) -> Result<Vec<ChunkId>> {
+        Err(crate::error::invalid(format!("{}: this store cannot list its chunks", self.url())))
+    }
+
     /// Make every acknowledged put durable (no-op where puts already are).
     async fn sync(&self) -> Result<()> {
         Ok(())
