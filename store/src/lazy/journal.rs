@@ -113,6 +113,8 @@ pub(crate) struct Writer {
     pub counters: Arc<Counters>,
     pub failpoint: Option<FailHook>,
     pub name: String,
+    /// Dropped last, when the task ends: tells `close` the files are released.
+    pub _done: Option<oneshot::Sender<()>>,
 }
 
 #[derive(Default)]

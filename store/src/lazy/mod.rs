@@ -154,6 +154,8 @@ pub(crate) struct Inner {
     missing: AtomicU64,
     jobs: Mutex<HashMap<u64, watch::Receiver<jobs::Outcome>>>,
     journal: Journal,
+    /// Closes when the journal task has ended and released the files.
+    journal_done: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     header: Mutex<Header>,
     fetch_permits: Semaphore,
     prefetch_permits: Arc<Semaphore>,
@@ -272,6 +274,19 @@ impl LazyFile {
     /// Make every completed write and every state change durable.
     pub async fn flush(&self) -> Result<()> {
         self.inner.journal.flush().await
+    }
+
+    /// Flush, then wait until the files are closed and unlocked, so the
+    /// cache can be opened again. Waits for every other clone of this
+    /// handle to be dropped too (background fills end by themselves).
+    pub async fn close(self) -> Result<()> {
+        let done = self.inner.journal_done.lock().take();
+        let flushed = self.flush().await;
+        drop(self);
+        if let Some(done) = done {
+            let _ = done.await;
+        }
+        flushed
     }
 
     /// Discard whole chunks inside the range: they read as zeros without

@@ -94,6 +94,7 @@ pub(crate) async fn open(
     }
 
     let counters = Arc::new(Counters::default());
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let journal = Journal::start(Writer {
         engine: engine.clone(),
         data: data.clone(),
@@ -106,6 +107,7 @@ pub(crate) async fn open(
         counters: counters.clone(),
         failpoint: opts.failpoint.clone(),
         name: name.clone(),
+        _done: Some(done_tx),
     });
     Ok(Arc::new(Inner {
         name,
@@ -118,6 +120,7 @@ pub(crate) async fn open(
         missing: AtomicU64::new(missing),
         jobs: Mutex::new(HashMap::new()),
         journal,
+        journal_done: Mutex::new(Some(done_rx)),
         header: Mutex::new(files.header),
         fetch_permits: Semaphore::new(opts.fetch_depth),
         prefetch_permits: Arc::new(Semaphore::new(opts.prefetch_depth.min(opts.fetch_depth))),
