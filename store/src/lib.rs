@@ -24,7 +24,7 @@ pub mod router;
 pub mod server;
 pub mod url;
 
-pub use backend::{ChunkStore, DynStore, OpenOptions, StoreStats};
+pub use backend::{ChunkStore, DynStore, OpenOptions, StoreStats, SyncPolicy};
 pub use chunk::{ChunkId, ChunkKey, ChunkRef};
 pub use error::{Error, ErrorKind, Result};
 pub use router::{Router, RouterConfig};

@@ -85,6 +85,18 @@ pub trait ChunkStore: Send + Sync + 'static {
 /// Shared handle to any store.
 pub type DynStore = Arc<dyn ChunkStore>;
 
+/// When the local store makes puts durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// A put returns only once its record is on disk (fdatasync; concurrent
+    /// puts share one sync: group commit).
+    #[default]
+    EveryPut,
+    /// Puts return once written; the store syncs at this interval (and on
+    /// `sync()` / close), like 0-db. A crash may lose the last interval.
+    Periodic(std::time::Duration),
+}
+
 /// Tunables for opening backends.
 #[derive(Clone, Debug)]
 pub struct OpenOptions {
@@ -98,6 +110,11 @@ pub struct OpenOptions {
     pub pool_size: usize,
     /// Attempts per request on a remote store (first try included).
     pub attempts: u32,
+    /// Durability of puts to a `local://` store.
+    pub sync: SyncPolicy,
+    /// Segment file size of a `local://` store (None: 256 MiB, or a
+    /// sixteenth of the cache budget).
+    pub segment_size: Option<u64>,
 }
 
 impl Default for OpenOptions {
@@ -108,6 +125,8 @@ impl Default for OpenOptions {
             timeout: std::time::Duration::from_secs(10),
             pool_size: 8,
             attempts: 3,
+            sync: SyncPolicy::EveryPut,
+            segment_size: None,
         }
     }
 }

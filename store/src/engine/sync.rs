@@ -50,6 +50,47 @@ pub(crate) fn punch(file: &File, off: u64, len: u64) -> io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
+/// pwritev all of `parts` at `off`, resuming after short writes.
+pub(crate) fn pwritev_all(file: &File, mut off: u64, parts: &[Bytes]) -> io::Result<()> {
+    let mut idx = 0; // first part not fully written
+    let mut skip = 0; // bytes of parts[idx] already written
+    while idx < parts.len() {
+        let iov: Vec<libc::iovec> = parts[idx..]
+            .iter()
+            .take(super::IOV_MAX)
+            .enumerate()
+            .map(|(i, p)| {
+                let s = if i == 0 { &p[skip..] } else { &p[..] };
+                libc::iovec { iov_base: s.as_ptr() as *mut libc::c_void, iov_len: s.len() }
+            })
+            .collect();
+        // SAFETY: every iovec points into a `Bytes` in `parts`, which outlives
+        // this call; the fd is open for the duration (borrowed `file`).
+        let n = unsafe {
+            libc::pwritev(file.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, off as i64)
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 && iov.iter().any(|v| v.iov_len > 0) {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let mut n = n as usize;
+        off += n as u64;
+        while idx < parts.len() && n >= parts[idx].len() - skip {
+            n -= parts[idx].len() - skip;
+            idx += 1;
+            skip = 0;
+        }
+        skip += n;
+    }
+    Ok(())
+}
+
 impl IoEngine for SyncEngine {
     fn name(&self) -> &'static str {
         "pread/pwrite"
@@ -69,5 +110,9 @@ impl IoEngine for SyncEngine {
 
     fn punch_hole(&self, file: Arc<File>, off: u64, len: u64) -> IoFuture<()> {
         run(move || punch(&file, off, len))
+    }
+
+    fn write_vectored_at(&self, file: Arc<File>, off: u64, parts: Vec<Bytes>) -> IoFuture<()> {
+        run(move || pwritev_all(&file, off, &parts))
     }
 }

@@ -28,6 +28,36 @@ enum Kind {
     Write { data: Bytes, done: usize, reply: oneshot::Sender<io::Result<()>> },
     Sync { reply: oneshot::Sender<io::Result<()>> },
     Punch { len: u64, reply: oneshot::Sender<io::Result<()>> },
+    Writev { parts: Vec<Bytes>, iov: IoVecs, done: usize, reply: oneshot::Sender<io::Result<()>> },
+}
+
+/// The iovec array of an in-flight vectored write.
+struct IoVecs(Vec<libc::iovec>);
+
+// SAFETY: the iovecs point into the `Bytes` parts owned by the same `Kind`;
+// they are built and used only on the driver thread, while the op is alive.
+unsafe impl Send for IoVecs {}
+
+impl IoVecs {
+    /// iovecs for what is left of `parts` after `done` bytes (at most IOV_MAX).
+    fn rebuild(&mut self, parts: &[Bytes], mut done: usize) {
+        self.0.clear();
+        for p in parts {
+            if done >= p.len() {
+                done -= p.len();
+                continue;
+            }
+            let rest = &p[done..];
+            done = 0;
+            self.0.push(libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            });
+            if self.0.len() == super::IOV_MAX {
+                break;
+            }
+        }
+    }
 }
 
 struct Op {
@@ -65,6 +95,7 @@ impl UringEngine {
             opcode::Fsync::CODE,
             opcode::Fallocate::CODE,
             opcode::PollAdd::CODE,
+            opcode::Writev::CODE,
         ] {
             if !probe.is_supported(code) {
                 return Err(io::Error::other(format!("io_uring opcode {code} unsupported")));
@@ -129,6 +160,13 @@ impl IoEngine for UringEngine {
     fn punch_hole(&self, file: Arc<File>, off: u64, len: u64) -> IoFuture<()> {
         let (reply, rx) = oneshot::channel();
         self.submit(Op { file, off, kind: Kind::Punch { len, reply } });
+        Box::pin(async move { canceled(rx.await) })
+    }
+
+    fn write_vectored_at(&self, file: Arc<File>, off: u64, parts: Vec<Bytes>) -> IoFuture<()> {
+        let (reply, rx) = oneshot::channel();
+        let kind = Kind::Writev { parts, iov: IoVecs(Vec::new()), done: 0, reply };
+        self.submit(Op { file, off, kind });
         Box::pin(async move { canceled(rx.await) })
     }
 }
@@ -254,6 +292,12 @@ impl Driver {
                 .offset(op.off)
                 .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
                 .build(),
+            Kind::Writev { parts, iov, done, .. } => {
+                iov.rebuild(parts, *done);
+                opcode::Writev::new(fd, iov.0.as_ptr(), iov.0.len() as u32)
+                    .offset(op.off + *done as u64)
+                    .build()
+            }
         }
         .user_data(slot as u64);
         // SAFETY: the buffers the SQE points into are owned by `self.slots[slot]`
@@ -299,6 +343,13 @@ impl Driver {
                 }
                 err.is_some() || *done == data.len() || res == 0
             }
+            Kind::Writev { parts, done, .. } => {
+                if err.is_none() {
+                    *done += res as usize;
+                }
+                let total: usize = parts.iter().map(|p| p.len()).sum();
+                err.is_some() || *done >= total || res == 0
+            }
             Kind::Sync { .. } | Kind::Punch { .. } => true,
         };
         if !finished {
@@ -321,6 +372,14 @@ impl Driver {
                 let _ = reply.send(match err {
                     Some(e) => Err(e),
                     None if done < data.len() => Err(io::ErrorKind::WriteZero.into()),
+                    None => Ok(()),
+                });
+            }
+            Kind::Writev { parts, done, reply, .. } => {
+                let total: usize = parts.iter().map(|p| p.len()).sum();
+                let _ = reply.send(match err {
+                    Some(e) => Err(e),
+                    None if done < total => Err(io::ErrorKind::WriteZero.into()),
                     None => Ok(()),
                 });
             }
