@@ -1,1 +1,32 @@
-//! zosfs flist (see its issue; built on zosfs-store).
+//! zosfs-flist: the metadata of an image.
+//!
+//! Layers (each a module):
+//!
+//! * [`model`] — inodes, directory entries, header: plain data shared by
+//!   every format;
+//! * [`tree`] — the reader API ([`Tree`]): getattr, lookup, readdir,
+//!   readlink, xattrs, chunks, path resolution, walk;
+//! * [`native`] — the RocksDB format: [`Flist`] (reader), [`Writer`], the
+//!   `.flist` archive and its cache;
+//! * [`legacy`] — readers for rfs `.fl` and 0-fs `.flist` files;
+//! * [`content`] — chunks of any format, fetched and decoded from a store;
+//! * [`pack`] — directory or tar stream → chunks in a store + an flist;
+//! * [`unpack`] — flist + store → a directory tree, never outside it.
+//!
+//! No FUSE and no NBD code lives here: fsmount and nbdserver build on it.
+
+pub mod content;
+pub mod error;
+pub mod model;
+pub mod names;
+pub mod native;
+pub mod pack;
+mod sys;
+pub mod tree;
+pub mod unpack;
+
+pub use content::DataChunk;
+pub use error::{Error, ErrorKind, Result};
+pub use model::{Chunking, Codec, DirEntry, Header, Ino, Inode, Kind, ROOT_INO, Xattr};
+pub use native::{FORMAT_VERSION, Flist, OpenOptions, Writer};
+pub use tree::{Step, Tree, walk};

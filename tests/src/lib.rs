@@ -4,6 +4,7 @@
 //!
 //! Each area keeps its own helpers in its own module here.
 
+pub mod flist;
 pub mod router;
 
 use std::net::TcpListener;

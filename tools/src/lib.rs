@@ -2,6 +2,7 @@
 //! definitions and command implementations, so tests can call them too.
 
 pub mod chunkstore;
+pub mod flist;
 
 /// Log to stderr; `RUST_LOG` overrides the default `warn` level.
 pub fn init_logging() {

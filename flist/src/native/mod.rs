@@ -1,0 +1,38 @@
+//! The native flist format: a RocksDB database (see [`keys`] for the
+//! layout), shipped as one zstd-compressed tar file ([`archive`]).
+
+pub mod archive;
+mod codec;
+pub mod keys;
+mod reader;
+mod writer;
+
+pub use reader::{Flist, OpenOptions};
+pub use writer::Writer;
+
+/// The on-disk format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// `zosfs-flist <version>`: recorded in headers as the creating tool.
+pub fn tool_version() -> String {
+    format!("zosfs-flist {}", env!("CARGO_PKG_VERSION"))
+}
+
+fn rocks_err(context: impl Into<String>, e: rocksdb::Error) -> crate::Error {
+    crate::Error::with_source(crate::ErrorKind::Corrupt, context, e)
+}
+
+/// Database options shared by writer and reader: no RocksDB compression (the
+/// archive is zstd-compressed as a whole, which packs better), few files.
+fn db_options() -> rocksdb::Options {
+    let mut o = rocksdb::Options::default();
+    o.set_compression_type(rocksdb::DBCompressionType::None);
+    o.set_paranoid_checks(true);
+    o.set_keep_log_file_num(1);
+    o.set_log_level(rocksdb::LogLevel::Error);
+    o.set_max_open_files(256);
+    o
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,18 @@
+//! `flist`: make, read and check zosfs flists.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use zosfs_tools::flist::{Cli, run};
+
+fn main() -> ExitCode {
+    zosfs_tools::init_logging();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("flist: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `flist` subcommands. Each lives in its own module; this file parses
+//! arguments, opens flists and stores, and dispatches.
+
+mod cat;
+mod diff;
+mod fmt;
+mod inspect;
+mod ls;
+mod pack;
+mod progress;
+mod unpack;
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use zosfs_flist::{Flist, OpenOptions, Tree};
+use zosfs_store::{ChunkStore, RouterConfig};
+
+/// Make, read and check zosfs flists.
+///
+/// An flist is the metadata of an image (the tree, modes, owners, links,
+/// xattrs and every file's chunk list); the chunks live in chunk stores.
+/// STORE URLs: local:///path, dir:///path, zdb://[:pw@]host:port/ns,
+/// zdb+unix:///sock?ns=name, redis://host:port/db; `00-7f=URL` routes by
+/// the first id byte; several --store flags replicate.
+#[derive(Parser, Debug)]
+#[command(name = "flist", version)]
+pub struct Cli {
+    /// Directory where `.flist` files are unpacked once (by content hash).
+    #[arg(long, global = true, env = "ZOSFS_FLIST_CACHE")]
+    pub cache: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Pack a directory or a tar stream into chunks and an flist.
+    Pack(pack::PackArgs),
+    /// Restore the tree of an flist into a directory (as root: exactly).
+    Unpack(unpack::UnpackArgs),
+    /// List a directory of an flist.
+    Ls(ls::LsArgs),
+    /// Show everything an flist records about one path.
+    Stat(ls::StatArgs),
+    /// Write a file's content to stdout.
+    Cat(cat::CatArgs),
+    /// Summarise an flist: header, counts, sizes, chunks, dedup.
+    Inspect(inspect::InspectArgs),
+    /// Check that every chunk is on every replica and decodes correctly.
+    Verify(verify::VerifyArgs),
+    /// Paths added, removed and changed between two flists.
+    Diff(diff::DiffArgs),
+}
+
+/// Store selection for commands that read chunks.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReadStoreArgs {
+    /// Store URL (repeatable). Default: the routes recorded in the flist.
+    #[arg(short, long = "store", env = "ZOSFS_STORE", value_delimiter = ',')]
+    pub stores: Vec<String>,
+}
+
+impl ReadStoreArgs {
+    /// The URLs to use: given ones, else the flist's routes.
+    pub fn urls(&self, tree: &dyn Tree) -> Result<Vec<String>> {
+        if !self.stores.is_empty() {
+            return Ok(self.stores.clone());
+        }
+        let routes = tree.header().routes.clone();
+        if routes.is_empty() {
+            bail!("the flist records no store route: give --store URL");
+        }
+        Ok(routes)
+    }
+
+    pub async fn open(&self, tree: &dyn Tree) -> Result<Arc<dyn ChunkStore>> {
+        let urls = self.urls(tree)?;
+        let r = zosfs_store::router::open_urls(&urls, &RouterConfig::default()).await?;
+        Ok(r)
+    }
+}
+
+/// Everything a command needs from the global options.
+pub struct Ctx {
+    pub open: OpenOptions,
+}
+
+impl Ctx {
+    /// Open an flist of any supported format.
+    pub fn open_tree(&self, path: &Path) -> Result<Box<dyn Tree>> {
+        Ok(Box::new(self.open_native(path)?))
+    }
+
+    pub fn open_native(&self, path: &Path) -> Result<Flist> {
+        Flist::open_with(path, &self.open).with_context(|| format!("open {}", path.display()))
+    }
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let mut open = OpenOptions::default();
+    if let Some(c) = cli.cache {
+        open.cache_dir = c;
+    }
+    let ctx = Ctx { open };
+    match cli.cmd {
+        Cmd::Pack(a) => pack::run(&ctx, a),
+        Cmd::Unpack(a) => unpack::run(&ctx, a),
+        Cmd::Ls(a) => ls::run_ls(&ctx, a),
+        Cmd::Stat(a) => ls::run_stat(&ctx, a),
+        Cmd::Cat(a) => cat::run(&ctx, a),
+        Cmd::Inspect(a) => inspect::run(&ctx, a),
+        Cmd::Verify(a) => verify::run(&ctx, a),
+        Cmd::Diff(a) => diff::run(&ctx, a),
+    }
+}
