@@ -1,36 +1,126 @@
 //! The router: several stores behind one `ChunkStore`.
 //!
-//! Writes go to every store whose route matches the id (replication) and
-//! succeed when `quorum` of them took it. Reads ask matching stores in order
-//! and verify `BLAKE3(blob) == id`; a wrong or failing replica is skipped.
+//! * Routes: a store given as `xx-yy=URL` takes only ids whose first byte is
+//!   in the range; every other store takes all ids.
+//! * Writes ([`write`]) go to every matching store at once. Without a
+//!   replication queue a write succeeds when `quorum` stores took it (all
+//!   matching stores by default). With a queue, every store that missed the
+//!   write gets a durable queue entry, and the write succeeds as soon as one
+//!   store holds the chunk: nothing acknowledged is dropped, the queue
+//!   finishes the replication ([`drain`]).
+//! * Reads ([`read`]) ask one store (local ones first), hedge to the next
+//!   when the answer is slow, move on at once on an error, a miss or a blob
+//!   whose BLAKE3 is not its id, and repair the stores found missing or
+//!   corrupt by writing the good blob back.
+//! * The queue ([`queue`]) lives in `RouterConfig::queue_dir`, or else in
+//!   `replication-queue/` under the first `local://` store's directory.
 
+mod drain;
+pub mod queue;
+mod read;
+mod write;
+
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use tokio::sync::Notify;
 
-use crate::backend::{ChunkStore, DynStore, OpenOptions, StoreStats, open_backend};
-use crate::chunk::{ChunkId, MAX_BLOB, verify_blob};
+pub use self::drain::{DrainReport, Event, Outcome, ReplicateReport};
+pub use self::queue::Pending;
+use self::queue::Queue;
+use crate::backend::{ChunkStore, DynStore, OpenOptions, StoreStats, blocking, open_backend};
+use crate::chunk::ChunkId;
 use crate::error::{Error, ErrorKind, Result, invalid};
-use crate::url::{Route, StoreUrl};
+use crate::url::{Backend, Route, StoreUrl};
 
 /// Router settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RouterConfig {
     pub open: OpenOptions,
-    /// Stores that must take a write (None: all matching stores).
+    /// Stores that must take a write (None: all matching stores). Without a
+    /// replication queue, fewer is an error; with one, the missing stores
+    /// are queued and the write succeeds if any store took it.
     pub quorum: Option<usize>,
+    /// How long a read waits for one store before also asking the next.
+    pub hedge_delay: Duration,
+    /// Where writes a store missed are kept until it takes them (None: under
+    /// the first `local://` store, or no queue at all).
+    pub queue_dir: Option<PathBuf>,
+    /// Retry queued writes in a background task (needs a tokio runtime).
+    pub background_drain: bool,
+    /// First and longest wait between retries of a store that failed.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
 }
 
-struct Member {
-    route: Route,
-    store: DynStore,
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            open: OpenOptions::default(),
+            quorum: None,
+            hedge_delay: Duration::from_millis(50),
+            queue_dir: None,
+            background_drain: true,
+            retry_min: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RouterConfig {
+    /// The queue directory: explicit, or under the first `local://` store.
+    pub fn queue_dir_for(&self, urls: &[StoreUrl]) -> Option<PathBuf> {
+        self.queue_dir.clone().or_else(|| {
+            urls.iter().find_map(|u| match &u.backend {
+                Backend::Local { path } => Some(path.join("replication-queue")),
+                _ => None,
+            })
+        })
+    }
+}
+
+pub(crate) struct Member {
+    pub(crate) route: Route,
+    pub(crate) store: DynStore,
+    /// On this node (local://, dir://, mem://): read first.
+    pub(crate) local: bool,
+}
+
+/// State shared with background tasks (repairs, the queue drainer).
+pub(crate) struct Shared {
+    pub(crate) members: Vec<Member>,
+    pub(crate) quorum: Option<usize>,
+    pub(crate) hedge_delay: Duration,
+    pub(crate) queue: Option<Arc<Queue>>,
+    pub(crate) retry_min: Duration,
+    pub(crate) retry_max: Duration,
+    /// Wakes the drainer when an entry is queued.
+    pub(crate) queued: Notify,
+    /// Background repairs still running (`sync` waits for them).
+    pub(crate) repairs: AtomicUsize,
+    pub(crate) repairs_done: Notify,
 }
 
 pub struct Router {
-    members: Vec<Member>,
+    shared: Arc<Shared>,
     name: String,
-    quorum: Option<usize>,
+    drainer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        if let Some(d) = self.drainer.take() {
+            d.abort();
+        }
+    }
+}
+
+fn is_local_url(url: &str) -> bool {
+    ["local://", "dir://", "mem://"].iter().any(|p| url.starts_with(p))
 }
 
 impl Router {
@@ -38,29 +128,145 @@ impl Router {
         if urls.is_empty() {
             return Err(invalid("no store URL given"));
         }
-        let mut members = Vec::new();
+        let mut stores = Vec::new();
         for u in urls {
-            members.push(Member { route: u.route, store: open_backend(u, &cfg.open).await? });
+            stores.push((u.route, open_backend(u, &cfg.open).await?));
         }
-        Ok(Arc::new(Router::from_stores(
-            members.into_iter().map(|m| (m.route, m.store)).collect(),
-            cfg.quorum,
-        )))
+        let cfg = RouterConfig { queue_dir: cfg.queue_dir_for(urls), ..cfg.clone() };
+        Ok(Arc::new(Router::with_config(stores, &cfg)?))
     }
 
-    /// Build from already-open stores (tests, servers).
+    /// Build from already-open stores (tests, servers); no queue.
     pub fn from_stores(stores: Vec<(Route, DynStore)>, quorum: Option<usize>) -> Router {
+        let cfg = RouterConfig { quorum, ..Default::default() };
+        Router::build(stores, &cfg, None)
+    }
+
+    /// Build from already-open stores with every setting; opens the queue in
+    /// `cfg.queue_dir` if given and starts draining it in the background.
+    pub fn with_config(stores: Vec<(Route, DynStore)>, cfg: &RouterConfig) -> Result<Router> {
+        if stores.is_empty() {
+            return Err(invalid("no store given"));
+        }
+        if cfg.quorum == Some(0) {
+            return Err(invalid("write quorum must be at least 1"));
+        }
+        let queue = match &cfg.queue_dir {
+            Some(d) => Some(Arc::new(Queue::open(d)?)),
+            None => None,
+        };
+        Ok(Router::build(stores, cfg, queue))
+    }
+
+    fn build(
+        stores: Vec<(Route, DynStore)>,
+        cfg: &RouterConfig,
+        queue: Option<Arc<Queue>>,
+    ) -> Router {
         let name = stores.iter().map(|(_, s)| s.url().to_string()).collect::<Vec<_>>().join(",");
-        Router {
-            members: stores.into_iter().map(|(route, store)| Member { route, store }).collect(),
-            name,
-            quorum,
+        let members = stores
+            .into_iter()
+            .map(|(route, store)| Member { route, local: is_local_url(store.url()), store })
+            .collect();
+        let shared = Arc::new(Shared {
+            members,
+            quorum: cfg.quorum,
+            hedge_delay: cfg.hedge_delay,
+            queue,
+            retry_min: cfg.retry_min,
+            retry_max: cfg.retry_max.max(cfg.retry_min),
+            queued: Notify::new(),
+            repairs: AtomicUsize::new(0),
+            repairs_done: Notify::new(),
+        });
+        let drainer = match (&shared.queue, tokio::runtime::Handle::try_current()) {
+            (Some(_), Ok(h)) if cfg.background_drain => {
+                Some(h.spawn(drain::background(shared.clone())))
+            }
+            _ => None,
+        };
+        Router { shared, name, drainer }
+    }
+
+    /// The replication queue directory, if there is one.
+    pub fn queue_dir(&self) -> Option<PathBuf> {
+        self.shared.queue.as_ref().map(|q| q.dir().to_path_buf())
+    }
+
+    /// What the queue still holds, per target.
+    pub async fn queue_pending(&self) -> Result<Vec<Pending>> {
+        match &self.shared.queue {
+            Some(q) => {
+                let q = q.clone();
+                blocking(move || q.pending()).await
+            }
+            None => Ok(Vec::new()),
         }
     }
 
-    fn matching(&self, id: &ChunkId) -> impl Iterator<Item = &Member> {
+    /// Try every queued write once now (no backoff), reporting each.
+    pub async fn drain_queue(
+        &self,
+        progress: &mut dyn FnMut(&drain::Event),
+    ) -> Result<DrainReport> {
+        drain::drain_all(&self.shared, progress).await
+    }
+
+    /// Make sure every matching store holds a verified copy of each id:
+    /// copies missing ones, and with `verify` also reads every copy back and
+    /// rewrites corrupt ones. Writes that fail go to the queue.
+    pub async fn replicate(
+        &self,
+        ids: &[ChunkId],
+        verify: bool,
+        progress: &mut dyn FnMut(&drain::Event),
+    ) -> Result<ReplicateReport> {
+        drain::replicate(&self.shared, ids, verify, progress).await
+    }
+
+    /// Ids held by the local stores (those that can list them).
+    pub async fn local_ids(&self) -> Result<Vec<ChunkId>> {
+        let mut all = Vec::new();
+        let mut any = false;
+        for m in self.shared.members.iter().filter(|m| m.local) {
+            any = true;
+            all.extend(m.store.list_ids().await?);
+        }
+        if !any {
+            return Err(invalid(format!("{}: no local store to list ids from", self.name)));
+        }
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
+    /// Wait for background repairs started by reads.
+    pub async fn wait_repairs(&self) {
+        loop {
+            let done = self.shared.repairs_done.notified();
+            if self.shared.repairs.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn matching(&self, id: &ChunkId) -> impl Iterator<Item = &Member> {
         let p = id.prefix();
         self.members.iter().filter(move |m| m.route.contains(p))
+    }
+
+    /// Matching members, local ones first (stable otherwise).
+    pub(crate) fn read_order(&self, id: &ChunkId) -> Vec<&Member> {
+        let mut v: Vec<&Member> = self.matching(id).collect();
+        v.sort_by_key(|m| !m.local);
+        v
+    }
+
+    pub(crate) fn member(&self, url: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.store.url() == url)
     }
 }
 
@@ -71,72 +277,59 @@ impl ChunkStore for Router {
     }
 
     async fn get(&self, id: &ChunkId) -> Result<Option<Bytes>> {
-        let mut last_err = None;
-        for m in self.matching(id) {
-            match m.store.get(id).await {
-                Ok(Some(blob)) => match verify_blob(id, &blob) {
-                    Ok(()) => return Ok(Some(blob)),
-                    Err(e) => last_err = Some(e.context_prefix(m.store.url())),
-                },
-                Ok(None) => {}
-                Err(e) => last_err = Some(e),
-            }
-        }
-        match last_err {
-            Some(e) => Err(e),
-            None => Ok(None),
-        }
+        read::get(&self.shared, id).await
     }
 
     async fn put(&self, id: &ChunkId, blob: Bytes) -> Result<()> {
-        if blob.len() > MAX_BLOB {
-            return Err(invalid(format!("chunk {id}: blob of {} bytes over 8 MiB", blob.len())));
-        }
-        let targets: Vec<&Member> = self.matching(id).collect();
-        if targets.is_empty() {
-            return Err(invalid(format!("no store route covers chunk {id}")));
-        }
-        let results =
-            futures::future::join_all(targets.iter().map(|m| m.store.put(id, blob.clone()))).await;
-        let need = self.quorum.unwrap_or(targets.len()).min(targets.len());
-        let ok = results.iter().filter(|r| r.is_ok()).count();
-        if ok >= need {
-            return Ok(());
-        }
-        let why =
-            results.into_iter().filter_map(|r| r.err()).map(|e| e.chain()).collect::<Vec<_>>();
-        Err(Error::new(
-            ErrorKind::Quorum,
-            format!("chunk {id}: {ok} of {need} stores took the write ({})", why.join("; ")),
-        ))
+        write::put(&self.shared, id, blob).await
     }
 
     async fn has(&self, id: &ChunkId) -> Result<bool> {
-        for m in self.matching(id) {
-            if m.store.has(id).await? {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(self.has_many(std::slice::from_ref(id)).await?[0])
+    }
+
+    async fn has_many(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        read::has_many(&self.shared, ids).await
     }
 
     async fn delete(&self, id: &ChunkId) -> Result<bool> {
+        if let Some(q) = &self.shared.queue {
+            let (q, id) = (q.clone(), *id);
+            blocking(move || q.forget(&id)).await?;
+        }
+        let results =
+            futures::future::join_all(self.shared.matching(id).map(|m| m.store.delete(id))).await;
         let mut any = false;
-        for m in self.matching(id) {
-            any |= m.store.delete(id).await?;
+        let mut errors = Vec::new();
+        for r in results {
+            match r {
+                Ok(b) => any |= b,
+                Err(e) => errors.push(e.chain()),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("delete chunk {id}: {}", errors.join("; ")),
+            ));
         }
         Ok(any)
     }
 
+    async fn list_ids(&self) -> Result<Vec<ChunkId>> {
+        self.local_ids().await
+    }
+
     async fn stats(&self) -> Result<StoreStats> {
-        match self.members.first() {
-            Some(m) if self.members.len() == 1 => m.store.stats().await,
+        match self.shared.members.first() {
+            Some(m) if self.shared.members.len() == 1 => m.store.stats().await,
             _ => Ok(StoreStats::default()),
         }
     }
 
     async fn sync(&self) -> Result<()> {
-        for m in &self.members {
+        self.wait_repairs().await;
+        for m in &self.shared.members {
             m.store.sync().await?;
         }
         Ok(())
@@ -150,42 +343,4 @@ pub async fn open_urls(urls: &[String], cfg: &RouterConfig) -> Result<Arc<Router
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::mem::MemStore;
-    use crate::chunk::encode;
-
-    #[tokio::test]
-    async fn replicates_and_skips_corrupt_replica() {
-        let a: DynStore = Arc::new(MemStore::new());
-        let b: DynStore = Arc::new(MemStore::new());
-        let r = Router::from_stores(vec![(Route::ALL, a.clone()), (Route::ALL, b.clone())], None);
-        let c = encode(b"replicated").unwrap();
-        r.put(&c.chunk.id, c.blob.clone()).await.unwrap();
-        assert!(a.has(&c.chunk.id).await.unwrap() && b.has(&c.chunk.id).await.unwrap());
-        // Corrupt replica a: the router must serve b's good copy.
-        a.delete(&c.chunk.id).await.unwrap();
-        a.put(&c.chunk.id, Bytes::from_static(b"garbage")).await.unwrap();
-        assert_eq!(r.get(&c.chunk.id).await.unwrap().unwrap(), c.blob);
-    }
-
-    #[tokio::test]
-    async fn routes_by_prefix() {
-        let lo: DynStore = Arc::new(MemStore::new());
-        let hi: DynStore = Arc::new(MemStore::new());
-        let r = Router::from_stores(
-            vec![
-                (Route { lo: 0, hi: 0x7f }, lo.clone()),
-                (Route { lo: 0x80, hi: 0xff }, hi.clone()),
-            ],
-            None,
-        );
-        for i in 0..32u8 {
-            let c = encode(&[i; 10]).unwrap();
-            r.put(&c.chunk.id, c.blob).await.unwrap();
-            let on_lo = lo.has(&c.chunk.id).await.unwrap();
-            assert_eq!(on_lo, c.chunk.id.prefix() < 0x80);
-            assert_eq!(hi.has(&c.chunk.id).await.unwrap(), !on_lo);
-        }
-    }
-}
+mod tests;
