@@ -77,6 +77,7 @@ pub async fn put(a: PutArgs) -> Result<ExitCode> {
             }
         }
     }
+    store.sync().await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -101,6 +102,8 @@ pub async fn get(a: GetArgs) -> Result<ExitCode> {
         None => blob.to_vec(),
     };
     std::io::stdout().lock().write_all(&bytes)?;
+    // Let read repairs this read started finish before exiting.
+    store.sync().await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,6 +2,7 @@
 //! parses arguments and dispatches.
 
 mod io;
+mod repair;
 
 use std::process::ExitCode;
 
@@ -28,15 +29,47 @@ pub struct StoreArgs {
     /// Store URL (repeatable: writes go to every matching store).
     #[arg(short, long = "store", env = "ZOSFS_STORE", value_delimiter = ',', required = true)]
     pub stores: Vec<String>,
-    /// Stores that must take a write (default: all matching).
+    /// Stores that must take a write (default: all matching). With a
+    /// replication queue, stores that miss a write are queued instead.
     #[arg(long)]
     pub quorum: Option<usize>,
+    /// Replication queue directory (default: under the first local:// store).
+    #[arg(long, env = "ZOSFS_QUEUE_DIR")]
+    pub queue_dir: Option<std::path::PathBuf>,
+    /// Milliseconds a read waits for one replica before also asking the next.
+    #[arg(long, default_value_t = 50)]
+    pub hedge_ms: u64,
+    /// Network timeout per request, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
 }
 
 impl StoreArgs {
+    pub fn config(&self) -> RouterConfig {
+        let mut cfg = RouterConfig {
+            quorum: self.quorum,
+            queue_dir: self.queue_dir.clone(),
+            hedge_delay: std::time::Duration::from_millis(self.hedge_ms),
+            ..Default::default()
+        };
+        cfg.open.timeout = std::time::Duration::from_millis(self.timeout_ms);
+        cfg
+    }
+
     pub async fn open(&self) -> Result<std::sync::Arc<Router>> {
-        let cfg = RouterConfig { quorum: self.quorum, ..Default::default() };
-        Ok(zosfs_store::router::open_urls(&self.stores, &cfg).await?)
+        Ok(zosfs_store::router::open_urls(&self.stores, &self.config()).await?)
+    }
+
+    /// The store URLs without passwords, for messages.
+    pub fn stores_redacted(&self) -> String {
+        self.stores
+            .iter()
+            .map(|s| match s.parse::<zosfs_store::StoreUrl>() {
+                Ok(u) => u.redacted(),
+                Err(_) => "<bad URL>".to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -48,6 +81,8 @@ pub enum Cmd {
     Get(io::GetArgs),
     /// Exit 0 if every id is present, 1 otherwise; prints the missing ones.
     Has(io::HasArgs),
+    /// Finish replication now: drain the queue, re-replicate ids.
+    Repair(repair::RepairArgs),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -62,6 +97,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Cmd::Put(a) => io::put(a).await,
             Cmd::Get(a) => io::get(a).await,
             Cmd::Has(a) => io::has(a).await,
+            Cmd::Repair(a) => repair::repair(a).await,
         }
     })
 }
