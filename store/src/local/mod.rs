@@ -7,6 +7,7 @@
 //! NNNNNNNN.seg       append-only segments of CRC-framed records (record.rs)
 //! index              index snapshot (snapshot.rs), replaced atomically
 //! quarantine/        bad records moved aside by open, fsck and compaction
+//! replication-queue/ the router's pending replication (router/queue.rs), not ours
 //! ```
 //!
 //! Pieces: [`record`] and [`snapshot`] are wire formats; [`index`] is the
@@ -461,6 +462,10 @@ impl ChunkStore for LocalStore {
 
     async fn sync(&self) -> Result<()> {
         self.inner.sync_writer().await
+    }
+
+    async fn list_ids(&self) -> Result<Vec<ChunkId>> {
+        Ok(self.ids())
     }
 }
 
