@@ -356,9 +356,12 @@ impl Driver {
             self.push_slot(slot);
             return;
         }
-        let op = self.slots[slot].take().expect("live slot");
+        let Op { file, kind, .. } = self.slots[slot].take().expect("live slot");
         self.free.push(slot);
-        match op.kind {
+        // Release our reference to the file before waking the caller, so a
+        // caller that closes and reopens it (flock) never finds it still open.
+        drop(file);
+        match kind {
             Kind::Read { mut buf, done, reply } => {
                 let _ = reply.send(match err {
                     Some(e) => Err(e),
