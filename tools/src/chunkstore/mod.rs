@@ -3,6 +3,7 @@
 
 mod io;
 mod repair;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -83,6 +84,8 @@ pub enum Cmd {
     Has(io::HasArgs),
     /// Finish replication now: drain the queue, re-replicate ids.
     Repair(repair::RepairArgs),
+    // Help text: the doc comment of ServeArgs.
+    Serve(serve::ServeArgs),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -98,6 +101,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Cmd::Get(a) => io::get(a).await,
             Cmd::Has(a) => io::has(a).await,
             Cmd::Repair(a) => repair::repair(a).await,
+            Cmd::Serve(a) => serve::serve(a).await,
         }
     })
 }
