@@ -6,6 +6,7 @@
 
 pub mod flist;
 pub mod router;
+pub mod zdb;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
