@@ -1,9 +1,13 @@
 //! `chunkstore` subcommands. Each lives in its own module; this file only
 //! parses arguments and dispatches.
 
+mod bench;
+mod fsck;
+mod gc;
 mod io;
 mod repair;
 mod serve;
+mod stat;
 
 use std::process::ExitCode;
 
@@ -86,6 +90,14 @@ pub enum Cmd {
     Repair(repair::RepairArgs),
     // Help text: the doc comment of ServeArgs.
     Serve(serve::ServeArgs),
+    /// Counts, bytes, disk bytes, hit ratio and engine of stores.
+    Stat(stat::StatArgs),
+    /// Verify every record of a local store; quarantine bad ones.
+    Fsck(fsck::FsckArgs),
+    /// Compact a local store now.
+    Gc(gc::GcArgs),
+    /// Benchmarks with ratios against a peer run in the same invocation.
+    Bench(bench::BenchArgs),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -102,6 +114,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Cmd::Has(a) => io::has(a).await,
             Cmd::Repair(a) => repair::repair(a).await,
             Cmd::Serve(a) => serve::serve(a).await,
+            Cmd::Stat(a) => stat::stat(a).await,
+            Cmd::Fsck(a) => fsck::fsck(a).await,
+            Cmd::Gc(a) => gc::gc(a).await,
+            Cmd::Bench(a) => bench::bench(a).await,
         }
     })
 }
