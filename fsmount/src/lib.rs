@@ -1,1 +1,30 @@
-//! zosfs fsmount (see its issue; built on zosfs-store).
+//! zosfs-fsmount: an flist as a usable root filesystem.
+//!
+//! Layers, top to bottom (each a module):
+//!
+//! * [`cli`] — the `fsmount` command line (one module per subcommand);
+//! * [`lifecycle`] — one mount's life: set up, serve, tear down (also after
+//!   a crash, from the [`state`] directory's records);
+//! * [`overlay`] — kernel overlayfs: FUSE lower + rw layer upper;
+//! * [`volume`] — the btrfs volume (image + loop, device, or directory),
+//!   one subvolume per rw layer, quotas and snapshots;
+//! * [`fuse`] — the read-only FUSE layer (fuser) over a [`tree::Tree`];
+//! * [`tree`] — what is shown: local directories, layered unions;
+//! * [`stats`] — counters, control socket, Prometheus endpoint;
+//! * [`daemon`], [`sys`] — process plumbing and system-call wrappers.
+
+pub mod cli;
+pub mod daemon;
+pub mod error;
+pub mod fuse;
+pub mod lifecycle;
+pub mod naming;
+pub mod overlay;
+pub mod size;
+pub mod state;
+pub mod stats;
+pub mod sys;
+pub mod tree;
+pub mod volume;
+
+pub use error::{Error, ErrorKind, Result};

@@ -145,3 +145,5 @@ pub fn start_redis(dir: &std::path::Path) -> Result<(ChildGuard, u16)> {
     wait_port(port, Duration::from_secs(10))?;
     Ok((guard, port))
 }
+
+pub mod fsmount;

@@ -1,0 +1,85 @@
+//! Open file and directory handles, and passthrough backing ids.
+//!
+//! A directory's listing is taken once at opendir and kept with its handle,
+//! so a long readdir with offsets is linear, not quadratic. A passthrough
+//! backing id is shared by every open handle of one inode (the kernel
+//! requires one id per inode while any handle using it is open) and closed
+//! when the last such handle is released.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use fuser::BackingId;
+use parking_lot::Mutex;
+
+use crate::tree::{Content, DirEntry, Ino};
+
+struct OpenFile {
+    content: Arc<dyn Content>,
+    /// Keeps the backing id registered while this handle is open.
+    _backing: Option<Arc<BackingId>>,
+}
+
+#[derive(Default)]
+pub(super) struct Handles {
+    next: AtomicU64,
+    files: Mutex<HashMap<u64, OpenFile>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    backing: Mutex<HashMap<Ino, Weak<BackingId>>>,
+}
+
+impl Handles {
+    fn next(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn open_file(&self, content: Arc<dyn Content>, backing: Option<Arc<BackingId>>) -> u64 {
+        let fh = self.next();
+        self.files.lock().insert(fh, OpenFile { content, _backing: backing });
+        fh
+    }
+
+    pub fn file(&self, fh: u64) -> Option<Arc<dyn Content>> {
+        self.files.lock().get(&fh).map(|f| f.content.clone())
+    }
+
+    pub fn close_file(&self, fh: u64) {
+        // Drop outside the lock: dropping the last backing id is an ioctl.
+        let f = self.files.lock().remove(&fh);
+        drop(f);
+    }
+
+    pub fn open_dir(&self, entries: Vec<DirEntry>) -> u64 {
+        let fh = self.next();
+        self.dirs.lock().insert(fh, Arc::new(entries));
+        fh
+    }
+
+    pub fn dir(&self, fh: u64) -> Option<Arc<Vec<DirEntry>>> {
+        self.dirs.lock().get(&fh).cloned()
+    }
+
+    pub fn close_dir(&self, fh: u64) {
+        self.dirs.lock().remove(&fh);
+    }
+
+    /// The live backing id of `ino`, or a new one from `create`.
+    pub fn backing(
+        &self,
+        ino: Ino,
+        create: impl FnOnce() -> std::io::Result<BackingId>,
+    ) -> std::io::Result<Arc<BackingId>> {
+        let mut map = self.backing.lock();
+        if let Some(id) = map.get(&ino).and_then(Weak::upgrade) {
+            return Ok(id);
+        }
+        let id = Arc::new(create()?);
+        map.insert(ino, Arc::downgrade(&id));
+        // Forget inodes whose last handle closed.
+        if map.len() > 1024 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        Ok(id)
+    }
+}

@@ -1,0 +1,236 @@
+//! A local directory as a tree. Inode numbers are the source's own, so they
+//! are stable across mounts; the map from inode to path fills as entries
+//! are looked up (the kernel always looks an entry up before using it).
+//! The tree stays on the source's filesystem: entries of nested mounts
+//! would bring foreign inode numbers, so they are hidden.
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::RwLock;
+
+use super::{Attr, Content, DirEntry, Ino, Kind, Tree, TreeStats};
+use crate::error::{Error, ErrorKind, Result, invalid};
+
+pub struct DirTree {
+    root: PathBuf,
+    root_ino: Ino,
+    dev: u64,
+    paths: RwLock<HashMap<Ino, PathBuf>>,
+}
+
+fn time(secs: i64, nsec: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+fn attr_of(md: &std::fs::Metadata) -> Result<Attr> {
+    let kind = Kind::from_mode(md.mode())
+        .ok_or_else(|| invalid(format!("unknown file type in mode {:o}", md.mode())))?;
+    Ok(Attr {
+        ino: md.ino(),
+        kind,
+        perm: (md.mode() & 0o7777) as u16,
+        nlink: md.nlink() as u32,
+        uid: md.uid(),
+        gid: md.gid(),
+        size: md.size(),
+        blocks: md.blocks(),
+        atime: time(md.atime(), md.atime_nsec()),
+        mtime: time(md.mtime(), md.mtime_nsec()),
+        ctime: time(md.ctime(), md.ctime_nsec()),
+        rdev: md.rdev(),
+    })
+}
+
+fn cpath(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| invalid("path with NUL byte"))
+}
+
+/// Call an l*xattr function with a growing buffer.
+fn xattr_call(
+    what: &str,
+    p: &Path,
+    f: impl Fn(*mut libc::c_void, usize) -> isize,
+) -> Result<Option<Vec<u8>>> {
+    let mut cap = 256usize;
+    loop {
+        let mut buf = vec![0u8; cap];
+        let n = f(buf.as_mut_ptr().cast(), buf.len());
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(Some(buf));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ERANGE) if cap < (1 << 20) => cap *= 4,
+            Some(libc::ENODATA) => return Ok(None),
+            Some(libc::ENOTSUP) => return Ok(None),
+            _ => return Err(Error::io(format!("{what} {}", p.display()), e)),
+        }
+    }
+}
+
+impl DirTree {
+    pub fn open(root: &Path) -> Result<DirTree> {
+        let root = std::fs::canonicalize(root)
+            .map_err(|e| Error::io(format!("source directory {}", root.display()), e))?;
+        let md = std::fs::metadata(&root)
+            .map_err(|e| Error::io(format!("stat {}", root.display()), e))?;
+        if !md.is_dir() {
+            return Err(invalid(format!("{} is not a directory", root.display())));
+        }
+        let mut paths = HashMap::new();
+        paths.insert(md.ino(), root.clone());
+        Ok(DirTree { root, root_ino: md.ino(), dev: md.dev(), paths: RwLock::new(paths) })
+    }
+
+    fn path(&self, ino: Ino) -> Result<PathBuf> {
+        self.paths
+            .read()
+            .get(&ino)
+            .cloned()
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("inode {ino} not looked up")))
+    }
+
+    fn stat(&self, p: &Path) -> Result<Attr> {
+        let md = std::fs::symlink_metadata(p)
+            .map_err(|e| Error::io(format!("stat {}", p.display()), e))?;
+        if md.dev() != self.dev {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("{} is on another filesystem", p.display()),
+            ));
+        }
+        attr_of(&md)
+    }
+}
+
+impl Tree for DirTree {
+    fn root(&self) -> Ino {
+        self.root_ino
+    }
+
+    fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
+        let p = self.path(parent)?.join(name);
+        let a = self.stat(&p)?;
+        self.paths.write().entry(a.ino).or_insert(p);
+        Ok(a)
+    }
+
+    fn getattr(&self, ino: Ino) -> Result<Attr> {
+        self.stat(&self.path(ino)?)
+    }
+
+    fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>> {
+        let dir = self.path(ino)?;
+        let rd =
+            std::fs::read_dir(&dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+        let mut out = Vec::new();
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+            let p = ent.path();
+            let attr = match self.stat(&p) {
+                Ok(a) => a,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            self.paths.write().entry(attr.ino).or_insert(p);
+            out.push(DirEntry { name: ent.file_name(), attr });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        let p = self.path(ino)?;
+        let t = std::fs::read_link(&p)
+            .map_err(|e| Error::io(format!("readlink {}", p.display()), e))?;
+        Ok(t.into_os_string().into_vec())
+    }
+
+    fn listxattr(&self, ino: Ino) -> Result<Vec<OsString>> {
+        let p = self.path(ino)?;
+        let c = cpath(&p)?;
+        // SAFETY: c is a valid path; the buffer pointer/length come from a live Vec.
+        let raw = xattr_call("listxattr", &p, |b, n| unsafe {
+            libc::llistxattr(c.as_ptr(), b.cast(), n)
+        })?;
+        Ok(raw
+            .unwrap_or_default()
+            .split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| OsString::from_vec(s.to_vec()))
+            .collect())
+    }
+
+    fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Option<Vec<u8>>> {
+        let p = self.path(ino)?;
+        let c = cpath(&p)?;
+        let n = CString::new(name.as_bytes()).map_err(|_| invalid("xattr name with NUL"))?;
+        // SAFETY: c and n are valid C strings; the buffer comes from a live Vec.
+        xattr_call("getxattr", &p, |b, len| unsafe {
+            libc::lgetxattr(c.as_ptr(), n.as_ptr(), b, len)
+        })
+    }
+
+    fn open(&self, ino: Ino) -> Result<Arc<dyn Content>> {
+        let p = self.path(ino)?;
+        let file = File::open(&p).map_err(|e| Error::io(format!("open {}", p.display()), e))?;
+        let size =
+            file.metadata().map_err(|e| Error::io(format!("stat {}", p.display()), e))?.len();
+        Ok(Arc::new(LocalContent { file, size }))
+    }
+
+    fn stats(&self) -> TreeStats {
+        let Ok(c) = cpath(&self.root) else { return TreeStats::default() };
+        // SAFETY: statvfs is plain old data; zeroed is a valid initial value.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: c is a valid path and st a valid out-pointer.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return TreeStats::default();
+        }
+        TreeStats {
+            files: st.f_files.saturating_sub(st.f_ffree),
+            bytes: st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(st.f_frsize),
+        }
+    }
+}
+
+/// A regular file that is entirely local.
+pub struct LocalContent {
+    file: File,
+    size: u64,
+}
+
+impl Content for LocalContent {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("read", e)),
+            }
+        }
+        Ok(done)
+    }
+
+    fn local_file(&self) -> Option<&File> {
+        Some(&self.file)
+    }
+}
