@@ -4,7 +4,10 @@
 //! * `local`: the local store with the io_uring engine vs the pread/pwrite
 //!   engine: put and get MB/s of 1 MiB chunks encoded with the codec
 //!   (compressible and random data, concurrent puts), the uring/sync ratio,
-//!   index bytes per chunk and the open time of a big store.
+//!   index bytes per chunk and the open time of a big store;
+//! * `lazy`: a cold sequential LazyFile fill from a store with injected
+//!   fetch latency, against one-fetch-at-a-time and the local ceilings
+//!   (in `bench_lazy`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,6 +28,8 @@ use super::stat::human;
 pub enum Part {
     /// The local store: engines, codec data, index, open time.
     Local,
+    /// LazyFile cold fill with injected fetch latency.
+    Lazy,
 }
 
 #[derive(clap::Args, Debug)]
@@ -52,10 +57,12 @@ pub struct BenchArgs {
     /// each engine is shown, so load from other processes hurts both alike.
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
+    #[command(flatten)]
+    pub lazy: super::bench_lazy::LazyBenchArgs,
 }
 
 pub async fn bench(a: BenchArgs) -> Result<ExitCode> {
-    let parts = if a.only.is_empty() { vec![Part::Local] } else { a.only.clone() };
+    let parts = if a.only.is_empty() { vec![Part::Local, Part::Lazy] } else { a.only.clone() };
     let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::Builder::new()
         .prefix("zosfs-bench.")
@@ -64,6 +71,7 @@ pub async fn bench(a: BenchArgs) -> Result<ExitCode> {
     for p in parts {
         match p {
             Part::Local => local(&a, tmp.path()).await?,
+            Part::Lazy => super::bench_lazy::run(&a.lazy, tmp.path()).await?,
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 //! parses arguments and dispatches.
 
 mod bench;
+mod bench_lazy;
 mod fsck;
 mod gc;
 mod io;
