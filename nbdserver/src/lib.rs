@@ -1,1 +1,21 @@
-//! zosfs nbdserver (see its issue; built on zosfs-store).
+//! zosfs nbdserver: thin NBD block devices.
+//!
+//! Layers, each a module:
+//!
+//! * [`proto`] — the NBD wire protocol as plain data: parsing and
+//!   validation of handshake options and requests, reply encoding. Pure
+//!   functions on bytes (fuzzed by `fuzz/fuzz_targets/nbd_request.rs`).
+//! * [`server`] — listeners, the handshake, the transmission loop
+//!   (concurrent requests, out-of-order replies, one writer per
+//!   connection), clean shutdown.
+//! * [`device`] — the [`device::BlockDevice`] trait and the devices behind
+//!   exports (`blank:SIZE` as a local sparse file).
+//! * [`error`] — the crate's one error type, mapped to NBD error values at
+//!   one edge ([`error::Error::nbd_code`]).
+
+pub mod device;
+pub mod error;
+pub mod proto;
+pub mod server;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,193 @@
+//! Running one validated command against the device and encoding its
+//! reply (simple or structured, as negotiated). A reply is built whole
+//! before it is queued, so a device error can never follow a success
+//! header already on the wire.
+
+use bytes::Bytes;
+
+use crate::device::{BlockDevice, Extent, ReadPiece, ZeroMode};
+use crate::error::Error;
+use crate::proto::{Command, ErrorCode, Session, reply};
+
+static ZEROS: [u8; 1 << 20] = [0u8; 1 << 20];
+
+/// `n` zero bytes as static slices (no allocation).
+fn zeros(mut n: u32, out: &mut Vec<Bytes>) {
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u32);
+        out.push(Bytes::from_static(&ZEROS[..k as usize]));
+        n -= k;
+    }
+}
+
+/// An error reply in the session's style.
+pub fn error_reply(s: &Session, cookie: u64, code: ErrorCode, message: &str) -> Vec<Bytes> {
+    let frame = if s.structured {
+        reply::error(cookie, code, message)
+    } else {
+        reply::simple(cookie, Some(code))
+    };
+    vec![Bytes::from(frame)]
+}
+
+fn status_reply(s: &Session, cookie: u64, r: Result<(), Error>) -> Vec<Bytes> {
+    match r {
+        // A payload-free success may always be a simple reply.
+        Ok(()) => vec![Bytes::from(reply::simple(cookie, None))],
+        Err(e) => failed(s, cookie, &e),
+    }
+}
+
+fn failed(s: &Session, cookie: u64, e: &Error) -> Vec<Bytes> {
+    tracing::debug!("request {cookie:#x} failed: {}", e.chain());
+    error_reply(s, cookie, e.nbd_code(), &e.to_string())
+}
+
+/// Execute `cmd`; `payload` is the data of a WRITE.
+pub async fn execute(
+    dev: &dyn BlockDevice,
+    s: &Session,
+    cookie: u64,
+    cmd: Command,
+    payload: Bytes,
+) -> Vec<Bytes> {
+    match cmd {
+        Command::Read { offset, length, df } => match dev.read(offset, length).await {
+            Ok(pieces) => read_reply(s, cookie, offset, pieces, df),
+            Err(e) => failed(s, cookie, &e),
+        },
+        Command::Write { offset, fua, .. } => {
+            status_reply(s, cookie, dev.write(offset, payload, fua).await)
+        }
+        Command::Flush => status_reply(s, cookie, dev.flush().await),
+        Command::Trim { offset, length, fua } => {
+            status_reply(s, cookie, dev.trim(offset, length, fua).await)
+        }
+        Command::Cache { offset, length } => {
+            status_reply(s, cookie, dev.cache(offset, length).await)
+        }
+        Command::WriteZeroes { offset, length, fua, no_hole, fast } => {
+            let mode = ZeroMode { no_hole, fast };
+            status_reply(s, cookie, dev.write_zeroes(offset, length, mode, fua).await)
+        }
+        Command::BlockStatus { offset, length, req_one } => {
+            block_status_reply(dev, s, cookie, offset, length, req_one).await
+        }
+        // The reader handles DISC itself; answering it would break the spec.
+        Command::Disconnect => Vec::new(),
+    }
+}
+
+fn read_reply(
+    s: &Session,
+    cookie: u64,
+    offset: u64,
+    pieces: Vec<ReadPiece>,
+    df: bool,
+) -> Vec<Bytes> {
+    let mut out = Vec::with_capacity(pieces.len() * 2 + 1);
+    let total: u32 = pieces.iter().map(ReadPiece::len).sum();
+    if !s.structured || df {
+        // One stretch of bytes: simple reply, or a single data chunk.
+        if !s.structured {
+            out.push(Bytes::from(reply::simple(cookie, None)));
+        } else if total == 0 {
+            return vec![Bytes::from(reply::none(cookie))];
+        } else {
+            out.push(Bytes::from(reply::offset_data_header(cookie, offset, total, true)));
+        }
+        for p in pieces {
+            match p {
+                ReadPiece::Data(b) => out.push(b),
+                ReadPiece::Zero(n) => zeros(n, &mut out),
+            }
+        }
+        return out;
+    }
+    let n = pieces.len();
+    if n == 0 {
+        return vec![Bytes::from(reply::none(cookie))];
+    }
+    let mut at = offset;
+    for (i, p) in pieces.into_iter().enumerate() {
+        let last = i + 1 == n;
+        let len = p.len();
+        match p {
+            ReadPiece::Data(b) => {
+                out.push(Bytes::from(reply::offset_data_header(cookie, at, len, last)));
+                out.push(b);
+            }
+            ReadPiece::Zero(z) => out.push(Bytes::from(reply::offset_hole(cookie, at, z, last))),
+        }
+        at += u64::from(len);
+    }
+    out
+}
+
+/// Clip device extents to the request, merge equal neighbours, make
+/// lengths u32 and nonzero; never empty.
+pub fn descriptors(extents: &[Extent], length: u32, req_one: bool) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    let mut left = u64::from(length);
+    for e in extents {
+        if left == 0 {
+            break;
+        }
+        let l = e.length.min(left);
+        if l == 0 {
+            continue;
+        }
+        left -= l;
+        match out.last_mut() {
+            Some((len, flags)) if *flags == e.flags => *len += l as u32,
+            _ => out.push((l as u32, e.flags)),
+        }
+    }
+    if out.is_empty() {
+        // Status 0 ("nothing known") is always a safe answer.
+        out.push((length, 0));
+    }
+    if req_one {
+        out.truncate(1);
+    }
+    out
+}
+
+async fn block_status_reply(
+    dev: &dyn BlockDevice,
+    s: &Session,
+    cookie: u64,
+    offset: u64,
+    length: u32,
+    req_one: bool,
+) -> Vec<Bytes> {
+    let mut out = Vec::with_capacity(s.contexts.len());
+    for (i, ctx) in s.contexts.iter().enumerate() {
+        let extents = match dev.block_status(*ctx, offset, length).await {
+            Ok(x) => x,
+            Err(e) => return failed(s, cookie, &e),
+        };
+        let last = i + 1 == s.contexts.len();
+        let d = descriptors(&extents, length, req_one);
+        out.push(Bytes::from(reply::block_status(cookie, ctx.id(), &d, last)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptor_clipping() {
+        let x = [
+            Extent { length: 10, flags: 3 },
+            Extent { length: 5, flags: 3 },
+            Extent { length: 100, flags: 0 },
+        ];
+        assert_eq!(descriptors(&x, 50, false), vec![(15, 3), (35, 0)]);
+        assert_eq!(descriptors(&x, 50, true), vec![(15, 3)]);
+        assert_eq!(descriptors(&[], 7, false), vec![(7, 0)]);
+        assert_eq!(descriptors(&[Extent { length: 0, flags: 1 }], 7, false), vec![(7, 0)]);
+    }
+}

@@ -1,0 +1,242 @@
+//! The NBD server: listeners, one task per connection (handshake, then
+//! transmission), and a clean shutdown that answers in-flight requests and
+//! flushes every device before returning.
+//!
+//! Layers: [`negotiate`] (handshake phase), [`transmission`] (request loop
+//! and reply writer), [`execute`] (command → device → reply), [`export`]
+//! (the export table). Wire formats are in `crate::proto`.
+
+pub mod execute;
+pub mod export;
+pub mod negotiate;
+pub mod transmission;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{mpsc, watch};
+
+pub use export::{Export, ExportTable};
+pub use transmission::Limits;
+
+use crate::error::{Error, Result};
+use transmission::End;
+
+/// Server knobs.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerConfig {
+    /// A client must finish option haggling within this time.
+    pub handshake_timeout: Duration,
+    /// How long shutdown waits for connections to answer in-flight requests.
+    pub drain_timeout: Duration,
+    pub limits: Limits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            handshake_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A bound listening socket.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    pub async fn tcp(addr: &str) -> Result<Self> {
+        let l =
+            TcpListener::bind(addr).await.map_err(|e| Error::io(format!("listen on {addr}"), e))?;
+        Ok(Listener::Tcp(l))
+    }
+
+    /// Bind a unix socket; a stale socket file nobody listens on is replaced.
+    pub fn unix(path: &Path) -> Result<Self> {
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(Error::invalid(format!("{} is in use by a server", path.display())));
+            }
+            std::fs::remove_file(path)
+                .map_err(|e| Error::io(format!("remove stale {}", path.display()), e))?;
+        }
+        let l = UnixListener::bind(path)
+            .map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
+        Ok(Listener::Unix(l, path.to_path_buf()))
+    }
+
+    /// Where it listens, for logs (the real port when bound to port 0).
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => {
+                l.local_addr().map_or("tcp:?".into(), |a: SocketAddr| a.to_string())
+            }
+            Listener::Unix(_, p) => format!("unix:{}", p.display()),
+        }
+    }
+}
+
+struct Shared {
+    exports: Arc<ExportTable>,
+    cfg: ServerConfig,
+}
+
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    pub fn new(exports: Arc<ExportTable>, cfg: ServerConfig) -> Self {
+        Server { shared: Arc::new(Shared { exports, cfg }) }
+    }
+
+    pub fn exports(&self) -> &Arc<ExportTable> {
+        &self.shared.exports
+    }
+
+    /// Serve until `stop` completes; then stop accepting, let every
+    /// connection answer what it already accepted, and flush all devices.
+    pub async fn run(
+        &self,
+        listeners: Vec<Listener>,
+        stop: impl Future<Output = ()>,
+    ) -> Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // Each connection holds a clone; recv() returns None once all are gone.
+        let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
+        let mut accept_tasks = Vec::new();
+        let mut sockets = Vec::new();
+        for l in listeners {
+            if let Listener::Unix(_, p) = &l {
+                sockets.push(p.clone());
+            }
+            let (shared, stop, drain) = (self.shared.clone(), stop_rx.clone(), drain_tx.clone());
+            accept_tasks.push(tokio::spawn(accept_loop(l, shared, stop, drain)));
+        }
+        drop(drain_tx);
+        stop.await;
+        tracing::info!("shutting down: answering in-flight requests");
+        let _ = stop_tx.send(true);
+        for t in accept_tasks {
+            let _ = t.await;
+        }
+        for p in sockets {
+            let _ = std::fs::remove_file(p);
+        }
+        let drained = tokio::time::timeout(self.shared.cfg.drain_timeout, drain_rx.recv()).await;
+        if drained.is_err() {
+            tracing::warn!(
+                "some connections did not finish within {:?}",
+                self.shared.cfg.drain_timeout
+            );
+        }
+        self.flush_all().await
+    }
+
+    /// Flush every export's device; the first failure is returned after all
+    /// were tried.
+    pub async fn flush_all(&self) -> Result<()> {
+        let mut first = None;
+        for e in self.shared.exports.all() {
+            if let Err(err) = e.device.flush().await {
+                tracing::error!("flush {}: {}", e.name, err.chain());
+                first.get_or_insert(err);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+async fn accept_loop(
+    listener: Listener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    drain: mpsc::Sender<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            a = accept(&listener) => a,
+        };
+        match accepted {
+            Ok(Conn::Tcp(stream, peer)) => {
+                // Replies are written whole; Nagle would only add latency.
+                let _ = stream.set_nodelay(true);
+                let (r, w) = stream.into_split();
+                let (shared, stop, drain) = (shared.clone(), stop.clone(), drain.clone());
+                tokio::spawn(connection(r, w, peer.to_string(), shared, stop, drain));
+            }
+            Ok(Conn::Unix(stream)) => {
+                let (r, w) = stream.into_split();
+                let (shared, stop, drain) = (shared.clone(), stop.clone(), drain.clone());
+                tokio::spawn(connection(r, w, "unix".into(), shared, stop, drain));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!("accept on {}: {e}", listener.describe());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+enum Conn {
+    Tcp(tokio::net::TcpStream, SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(l: &Listener) -> std::io::Result<Conn> {
+    match l {
+        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Conn::Tcp(s, a)),
+        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Conn::Unix(s)),
+    }
+}
+
+async fn connection<R, W>(
+    rd: R,
+    mut wr: W,
+    peer: String,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    _drain: mpsc::Sender<()>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut rd = BufReader::with_capacity(256 * 1024, rd);
+    let cfg = shared.cfg;
+    let handshake = negotiate::negotiate(&mut rd, &mut wr, &shared.exports);
+    let negotiated = tokio::select! {
+        r = tokio::time::timeout(cfg.handshake_timeout, handshake) => r,
+        _ = stop.wait_for(|s| *s) => return,
+    };
+    let n = match negotiated {
+        Err(_) => return tracing::debug!("{peer}: handshake timed out"),
+        Ok(Err(e)) => return tracing::info!("{peer}: handshake ended: {}", e.chain()),
+        Ok(Ok(None)) => return tracing::debug!("{peer}: left during the handshake"),
+        Ok(Ok(Some(n))) => n,
+    };
+    tracing::debug!(
+        "{peer}: export {:?}, structured replies {}, contexts {:?}",
+        n.export.name,
+        n.session.structured,
+        n.session.contexts
+    );
+    let name = n.export.name.clone();
+    match transmission::run(rd, wr, n.export, n.session, cfg.limits, stop).await {
+        End::Disconnect | End::Shutdown => tracing::debug!("{peer}: {name}: closed"),
+        End::Violation(why) => tracing::warn!("{peer}: {name}: closing: {why}"),
+        End::Io(e) => tracing::info!("{peer}: {name}: connection lost: {e}"),
+        End::Internal(e) => tracing::error!("{peer}: {name}: internal error: {e}"),
+    }
+}

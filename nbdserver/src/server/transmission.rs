@@ -1,0 +1,214 @@
+//! The transmission phase of one connection.
+//!
+//! One reader loop parses and validates requests and spawns a task per
+//! command, so pipelined requests run concurrently and are answered in
+//! completion order. A single writer task owns the socket's write half and
+//! writes whole reply frames, so replies never interleave mid-frame.
+//!
+//! Memory is bounded: every request holds a share of a per-connection byte
+//! budget (its payload or reply size) from before its payload is read
+//! until its reply is in the writer's buffer. When the budget is spent the
+//! reader stops reading, which pushes back on the client through TCP.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::execute::{error_reply, execute};
+use super::export::Export;
+use crate::proto::consts::REQUEST_HEADER_LEN;
+use crate::proto::request::{Rejection, validate};
+use crate::proto::{Command, RequestHeader, Session, Verdict};
+
+/// Budget unit: 4 KiB.
+const UNIT: u64 = 4096;
+
+/// Knobs of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes of payloads and replies in flight per connection (≥ the max
+    /// payload).
+    pub inflight_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { inflight_bytes: 128 << 20 }
+    }
+}
+
+/// One reply, written as a whole; dropping it releases its budget.
+struct Frame {
+    parts: Vec<Bytes>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Why the loop ended.
+#[derive(Debug)]
+pub enum End {
+    /// NBD_CMD_DISC, or the client closed the socket between requests.
+    Disconnect,
+    /// The server is shutting down.
+    Shutdown,
+    /// A frame the protocol cannot recover from (bad magic, oversized write).
+    Violation(String),
+    /// The socket failed.
+    Io(io::Error),
+    /// A request task failed without replying (a bug; logged).
+    Internal(String),
+}
+
+fn cost(cmd: &Command) -> u32 {
+    let bytes = match cmd {
+        Command::Read { length, .. } | Command::Write { length, .. } => u64::from(*length),
+        _ => 0,
+    };
+    bytes.div_ceil(UNIT).max(1) as u32
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    wr: W,
+    mut rx: mpsc::UnboundedReceiver<Frame>,
+) -> io::Result<()> {
+    let mut w = BufWriter::with_capacity(256 * 1024, wr);
+    while let Some(frame) = rx.recv().await {
+        write_frame(&mut w, frame).await?;
+        // Coalesce whatever else is ready into the same flush.
+        while let Ok(frame) = rx.try_recv() {
+            write_frame(&mut w, frame).await?;
+        }
+        w.flush().await?;
+    }
+    w.shutdown().await
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(w: &mut BufWriter<W>, frame: Frame) -> io::Result<()> {
+    for part in &frame.parts {
+        w.write_all(part).await?;
+    }
+    Ok(())
+}
+
+/// Read and drop `n` payload bytes of a refused request.
+async fn discard<R: AsyncRead + Unpin>(rd: &mut R, n: u32) -> io::Result<()> {
+    let copied = tokio::io::copy(&mut rd.take(u64::from(n)), &mut tokio::io::sink()).await?;
+    if copied < u64::from(n) {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+/// Serve requests until the client disconnects, breaks the protocol, or
+/// `shutdown` turns true. In-flight requests are always answered first.
+pub async fn run<R, W>(
+    mut rd: R,
+    wr: W,
+    export: Arc<Export>,
+    session: Session,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) -> End
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel::<Frame>();
+    let writer = tokio::spawn(write_loop(wr, rx));
+    let units = (limits.inflight_bytes.max(u64::from(session.max_payload)) / UNIT).max(1);
+    let budget = Arc::new(Semaphore::new(units as usize));
+    let session = Arc::new(session);
+    let mut tasks = JoinSet::new();
+
+    let end = 'serve: loop {
+        while let Some(res) = tasks.try_join_next() {
+            if let Err(e) = res {
+                // A request task died without replying: the client would
+                // wait forever for that reply, so end the connection.
+                break 'serve End::Internal(e.to_string());
+            }
+        }
+        if tx.is_closed() {
+            break End::Io(io::Error::new(io::ErrorKind::BrokenPipe, "reply writer stopped"));
+        }
+        let mut hbuf = [0u8; REQUEST_HEADER_LEN];
+        let read = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => break End::Shutdown,
+            r = rd.read_exact(&mut hbuf) => r,
+        };
+        match read {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break End::Disconnect,
+            Err(e) => break End::Io(e),
+        }
+        let header = match RequestHeader::parse(&hbuf) {
+            Ok(h) => h,
+            Err(e) => break End::Violation(e.to_string()),
+        };
+        let cmd = match validate(&header, &session) {
+            Verdict::Close(e) => break End::Violation(e.to_string()),
+            Verdict::Run(Command::Disconnect) => break End::Disconnect,
+            Verdict::Run(cmd) => cmd,
+            Verdict::Reject(Rejection { error, message, discard: n }) => {
+                tracing::debug!("request {:#x} refused: {message}", header.cookie);
+                let skipped = tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|s| *s) => break End::Shutdown,
+                    r = discard(&mut rd, n) => r,
+                };
+                if let Err(e) = skipped {
+                    break End::Io(e);
+                }
+                let parts = error_reply(&session, header.cookie, error, &message);
+                let _ = tx.send(Frame { parts, _permit: None });
+                continue;
+            }
+        };
+        let permit = match budget.clone().acquire_many_owned(cost(&cmd)).await {
+            Ok(p) => p,
+            Err(_) => break End::Shutdown, // the semaphore is never closed
+        };
+        let payload = match cmd {
+            Command::Write { length, .. } => {
+                let mut buf = BytesMut::zeroed(length as usize);
+                // A client that stalls mid-payload must not hold up shutdown;
+                // the unfinished write was never acknowledged.
+                let read = tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|s| *s) => break End::Shutdown,
+                    r = rd.read_exact(&mut buf) => r,
+                };
+                if let Err(e) = read {
+                    break End::Io(e);
+                }
+                buf.freeze()
+            }
+            _ => Bytes::new(),
+        };
+        let (tx, export, session) = (tx.clone(), export.clone(), session.clone());
+        let cookie = header.cookie;
+        tasks.spawn(async move {
+            let parts = execute(export.device.as_ref(), &session, cookie, cmd, payload).await;
+            let _ = tx.send(Frame { parts, _permit: Some(permit) });
+        });
+    };
+    // Answer everything already accepted before closing.
+    while let Some(res) = tasks.join_next().await {
+        if let Err(e) = res {
+            tracing::error!("request task failed: {e}");
+        }
+    }
+    drop(tx);
+    match writer.await {
+        Ok(Ok(())) => end,
+        Ok(Err(e)) => match end {
+            End::Disconnect | End::Shutdown => End::Io(e),
+            other => other,
+        },
+        Err(e) => End::Io(io::Error::other(e)),
+    }
+}
