@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod nbd;
+
 /// Path of a workspace binary built in the same profile as this test
 /// (`target/<profile>/<name>`). `make test` builds all binaries first.
 pub fn bin(name: &str) -> PathBuf {

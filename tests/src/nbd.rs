@@ -1,0 +1,359 @@
+//! Helpers of the nbdserver end-to-end tests: a server under test that is
+//! always stopped, running the real NBD clients with their output checked,
+//! deterministic test data, and a minimal raw-socket client for frames no
+//! real client would send.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::{ChildGuard, bin, free_port, wait_port};
+
+/// An `nbdserver` child on a free port with its own cache dir.
+pub struct NbdServer {
+    pub port: u16,
+    pub cache_dir: PathBuf,
+    args: Vec<String>,
+    guard: Option<ChildGuard>,
+}
+
+impl NbdServer {
+    /// Start with the given extra arguments (`--export …`); `cache_dir`
+    /// outlives restarts.
+    pub fn start(cache_dir: &Path, args: &[&str]) -> Result<Self> {
+        let mut s = NbdServer {
+            port: free_port(),
+            cache_dir: cache_dir.to_path_buf(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            guard: None,
+        };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let mut cmd = Command::new(bin("nbdserver"));
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--cache-dir")
+            .arg(&self.cache_dir)
+            .args(&self.args)
+            .stdout(Stdio::null());
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        self.guard = Some(ChildGuard::spawn(cmd, "nbdserver")?);
+        wait_port(self.port, Duration::from_secs(20))
+    }
+
+    pub fn uri(&self, export: &str) -> String {
+        format!("nbd://127.0.0.1:{}/{export}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.guard.as_ref().map_or(0, |g| g.pid())
+    }
+
+    /// SIGTERM; the server must exit 0 (after flushing) within 30 s.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut g) = self.guard.take() {
+            let st = g.terminate(Duration::from_secs(30))?;
+            ensure!(st.success(), "nbdserver exited with {st} after SIGTERM");
+        }
+        Ok(())
+    }
+
+    /// SIGKILL (crash).
+    pub fn kill9(&mut self) {
+        if let Some(mut g) = self.guard.take() {
+            g.kill9();
+        }
+    }
+
+    /// Clean stop, then start again on the same port and cache dir.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.spawn()
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        self.guard.as_mut().is_some_and(|g| matches!(g.child.try_wait(), Ok(None)))
+    }
+}
+
+/// Run a command; fail with its stderr unless it exits 0.
+pub fn run(cmd: &mut Command) -> Result<Output> {
+    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} exited with {}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+/// Run and return stdout as text.
+pub fn run_text(cmd: &mut Command) -> Result<String> {
+    Ok(String::from_utf8(run(cmd)?.stdout)?)
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), different per seed.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+// ---- A minimal raw client, for frames real clients never send ----
+
+pub const NBD_MAGIC: u64 = 0x4e42_444d_4147_4943;
+pub const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
+pub const REQUEST_MAGIC: u32 = 0x2560_9513;
+pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+pub const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
+pub const OPT_GO: u32 = 7;
+pub const OPT_STRUCTURED_REPLY: u32 = 8;
+pub const REP_ACK: u32 = 1;
+
+/// A request header, any field of which a test may break.
+#[derive(Debug, Clone, Copy)]
+pub struct Req {
+    pub magic: u32,
+    pub flags: u16,
+    pub kind: u16,
+    pub cookie: u64,
+    pub offset: u64,
+    pub len: u32,
+}
+
+impl Req {
+    pub fn new(kind: u16, offset: u64, len: u32) -> Self {
+        Req { magic: REQUEST_MAGIC, flags: 0, kind, cookie: 1, offset, len }
+    }
+
+    pub fn flags(self, flags: u16) -> Self {
+        Req { flags, ..self }
+    }
+
+    pub fn magic(self, magic: u32) -> Self {
+        Req { magic, ..self }
+    }
+
+    pub fn cookie(self, cookie: u64) -> Self {
+        Req { cookie, ..self }
+    }
+}
+
+/// A raw NBD connection over TCP.
+pub struct RawClient {
+    pub s: TcpStream,
+}
+
+impl RawClient {
+    /// Connect and send client flags (fixed newstyle + no zeroes).
+    pub fn connect(port: u16) -> Result<Self> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut c = RawClient { s };
+        let mut g = [0u8; 18];
+        c.s.read_exact(&mut g)?;
+        ensure!(u64::from_be_bytes(g[..8].try_into()?) == NBD_MAGIC, "no NBDMAGIC");
+        ensure!(u64::from_be_bytes(g[8..16].try_into()?) == IHAVEOPT, "no IHAVEOPT");
+        c.s.write_all(&3u32.to_be_bytes())?;
+        Ok(c)
+    }
+
+    pub fn send_option(&mut self, code: u32, data: &[u8]) -> Result<()> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&IHAVEOPT.to_be_bytes());
+        b.extend_from_slice(&code.to_be_bytes());
+        b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        b.extend_from_slice(data);
+        Ok(self.s.write_all(&b)?)
+    }
+
+    /// One option reply: (option, type, data).
+    pub fn option_reply(&mut self) -> Result<(u32, u32, Vec<u8>)> {
+        let mut h = [0u8; 20];
+        self.s.read_exact(&mut h)?;
+        let opt = u32::from_be_bytes(h[8..12].try_into()?);
+        let typ = u32::from_be_bytes(h[12..16].try_into()?);
+        let len = u32::from_be_bytes(h[16..20].try_into()?);
+        let mut d = vec![0u8; len as usize];
+        self.s.read_exact(&mut d)?;
+        Ok((opt, typ, d))
+    }
+
+    /// NBD_OPT_GO on `export`; returns (size, transmission flags).
+    pub fn go(&mut self, export: &str) -> Result<(u64, u16)> {
+        let mut d = Vec::new();
+        d.extend_from_slice(&(export.len() as u32).to_be_bytes());
+        d.extend_from_slice(export.as_bytes());
+        d.extend_from_slice(&0u16.to_be_bytes());
+        self.send_option(OPT_GO, &d)?;
+        let mut info = None;
+        loop {
+            let (_, typ, data) = self.option_reply()?;
+            match typ {
+                REP_ACK => break,
+                3 if data.len() == 12 && data[..2] == [0, 0] => {
+                    let size = u64::from_be_bytes(data[2..10].try_into()?);
+                    let flags = u16::from_be_bytes(data[10..12].try_into()?);
+                    info = Some((size, flags));
+                }
+                3 => {}
+                other => bail!(
+                    "GO failed with reply type {other:#x}: {}",
+                    String::from_utf8_lossy(&data)
+                ),
+            }
+        }
+        info.context("GO succeeded without NBD_INFO_EXPORT")
+    }
+
+    /// Send a request header and its payload.
+    pub fn request(&mut self, r: Req, payload: &[u8]) -> Result<()> {
+        let mut b = Vec::with_capacity(28 + payload.len());
+        b.extend_from_slice(&r.magic.to_be_bytes());
+        b.extend_from_slice(&r.flags.to_be_bytes());
+        b.extend_from_slice(&r.kind.to_be_bytes());
+        b.extend_from_slice(&r.cookie.to_be_bytes());
+        b.extend_from_slice(&r.offset.to_be_bytes());
+        b.extend_from_slice(&r.len.to_be_bytes());
+        b.extend_from_slice(payload);
+        Ok(self.s.write_all(&b)?)
+    }
+
+    /// A simple reply: (error, cookie). Data of a successful simple READ is
+    /// left unread.
+    pub fn simple_reply(&mut self) -> Result<(u32, u64)> {
+        let mut h = [0u8; 16];
+        self.s.read_exact(&mut h)?;
+        ensure!(
+            u32::from_be_bytes(h[..4].try_into()?) == SIMPLE_REPLY_MAGIC,
+            "not a simple reply: {h:?}"
+        );
+        Ok((u32::from_be_bytes(h[4..8].try_into()?), u64::from_be_bytes(h[8..16].try_into()?)))
+    }
+
+    /// True when the server closed the connection (EOF), within the read timeout.
+    pub fn closed_by_server(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        match self.s.read(&mut b) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    }
+}
+
+// ---- An export as a file and a block device, without the kernel client ----
+
+/// `nbdfuse DIR URI`: the export appears as `DIR/nbd`. Unmounted and
+/// stopped when dropped.
+pub struct FuseFile {
+    pub dir: PathBuf,
+    guard: Option<ChildGuard>,
+}
+
+impl FuseFile {
+    pub fn mount(dir: &Path, uri: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let pidfile = dir.with_extension("pid");
+        let _ = std::fs::remove_file(&pidfile);
+        let mut cmd = Command::new("nbdfuse");
+        cmd.arg("-P").arg(&pidfile).arg(dir).arg(uri);
+        let guard = ChildGuard::spawn(cmd, "nbdfuse")?;
+        let f = FuseFile { dir: dir.to_path_buf(), guard: Some(guard) };
+        // nbdfuse writes its pid file once the file is being served.
+        crate::wait_for("nbdfuse to serve", Duration::from_secs(20), || {
+            Ok(pidfile.exists().then_some(()))
+        })?;
+        Ok(f)
+    }
+
+    pub fn file(&self) -> PathBuf {
+        self.dir.join("nbd")
+    }
+
+    /// Unmount and wait for nbdfuse to exit 0.
+    pub fn unmount(mut self) -> Result<()> {
+        run(Command::new("fusermount3").arg("-u").arg(&self.dir))?;
+        if let Some(mut g) = self.guard.take() {
+            let st = crate::wait_for("nbdfuse to exit", Duration::from_secs(20), || {
+                Ok(g.child.try_wait()?)
+            })?;
+            ensure!(st.success(), "nbdfuse exited with {st}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FuseFile {
+    fn drop(&mut self) {
+        if self.guard.is_some() {
+            let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.dir).status();
+        }
+    }
+}
+
+/// A loop device over a file, detached when dropped.
+pub struct LoopDev {
+    pub dev: String,
+}
+
+impl LoopDev {
+    pub fn attach(file: &Path) -> Result<Self> {
+        let dev = run_text(Command::new("losetup").args(["--find", "--show"]).arg(file))?;
+        Ok(LoopDev { dev: dev.trim().to_string() })
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+/// A mounted filesystem, unmounted when dropped.
+pub struct Mounted {
+    pub dir: PathBuf,
+    mounted: bool,
+}
+
+impl Mounted {
+    pub fn mount(dev: &str, dir: &Path, opts: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        run(Command::new("mount").args(["-o", opts, dev]).arg(dir))?;
+        Ok(Mounted { dir: dir.to_path_buf(), mounted: true })
+    }
+
+    pub fn unmount(mut self) -> Result<()> {
+        run(Command::new("umount").arg(&self.dir))?;
+        self.mounted = false;
+        Ok(())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
