@@ -17,6 +17,7 @@
 
 pub mod content;
 pub mod error;
+pub mod legacy;
 pub mod model;
 pub mod names;
 pub mod native;

@@ -6,6 +6,7 @@
 //! then the tree is written in one deterministic pass.
 
 pub mod builder;
+mod convert;
 mod dir;
 pub mod pipeline;
 mod tar;
@@ -23,11 +24,13 @@ pub use builder::TreeCounts;
 pub use pipeline::Counters;
 
 /// What to pack.
-pub enum Source {
+pub enum Source<'a> {
     /// A directory on a local filesystem.
     Dir(PathBuf),
     /// A tar stream (a tar file, `docker export`, an OCI/docker layer).
     Tar(Box<dyn Read + Send>),
+    /// Another flist (any format) whose chunks are read from `from`.
+    Tree { tree: &'a dyn crate::tree::Tree, from: Store },
 }
 
 /// How to pack.
@@ -108,7 +111,7 @@ pub struct PackReport {
 /// Pack `source` into `out`, putting chunks into `store`. Must be called
 /// outside the async runtime `rt` (it blocks).
 pub fn pack(
-    source: Source,
+    source: Source<'_>,
     store: Store,
     rt: tokio::runtime::Handle,
     out: &Path,
@@ -135,7 +138,7 @@ pub fn pack(
     };
     let pipe = pipeline::Pipeline::start(
         store,
-        rt,
+        rt.clone(),
         opts.chunking,
         opts.level,
         opts.workers,
@@ -144,6 +147,9 @@ pub fn pack(
     let built = match source {
         Source::Dir(path) => dir::read_dir_source(&path, &pipe, opts.readers, &counters),
         Source::Tar(r) => tar::read_tar_source(r, &pipe),
+        Source::Tree { tree, from } => {
+            convert::read_tree_source(tree, &from, &rt, &pipe, opts.readers, &counters)
+        }
     };
     let (builder, contents) = match built {
         Ok(v) => v,

@@ -87,11 +87,12 @@ pub fn unpack<T: Tree + ?Sized>(
     dest: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackReport> {
+    // Read and check the whole tree before touching the destination.
+    let items = plan(tree)?;
     std::fs::create_dir_all(dest)
         .map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
     let root: OwnedFd =
         File::open(dest).map_err(|e| Error::io(format!("open {}", dest.display()), e))?.into();
-    let items = plan(tree)?;
     let mut report = UnpackReport::default();
     let files = create_entries(&root, &items, &mut report)?;
     fill_files(tree, &root, &items, &files, store, rt, opts, &mut report)?;
@@ -350,3 +351,6 @@ fn finish_dirs(root: &OwnedFd, items: &[Item]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

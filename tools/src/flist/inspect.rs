@@ -69,8 +69,8 @@ pub fn run(ctx: &Ctx, a: InspectArgs) -> Result<ExitCode> {
     println!("chunks:       {refs} references, {} unique ({unique_bytes} bytes)", unique.len());
     let ratio = if unique_bytes == 0 { 1.0 } else { ref_bytes as f64 / unique_bytes as f64 };
     println!("dedup ratio:  {ratio:.3}");
-    if let Ok(f) = ctx.open_native(&a.flist) {
-        println!("content:      {}", f.digest()?);
+    if zosfs_flist::legacy::sniff(&a.flist)? == zosfs_flist::legacy::Format::Native {
+        println!("content:      {}", ctx.open_native(&a.flist)?.digest()?);
     }
     Ok(ExitCode::SUCCESS)
 }

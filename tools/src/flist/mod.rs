@@ -2,6 +2,7 @@
 //! arguments, opens flists and stores, and dispatches.
 
 mod cat;
+mod convert;
 mod diff;
 mod fmt;
 mod inspect;
@@ -55,6 +56,8 @@ pub enum Cmd {
     Verify(verify::VerifyArgs),
     /// Paths added, removed and changed between two flists.
     Diff(diff::DiffArgs),
+    /// Rewrite an flist (rfs `.fl`, or native) as a native zosfs flist.
+    Convert(convert::ConvertArgs),
 }
 
 /// Store selection for commands that read chunks.
@@ -78,8 +81,18 @@ impl ReadStoreArgs {
         Ok(routes)
     }
 
+    /// The stores, as the router for native flists; for legacy flists
+    /// (ids are not BLAKE3) as plain backends whose blobs the chunk
+    /// decoder checks against the legacy ids.
     pub async fn open(&self, tree: &dyn Tree) -> Result<Arc<dyn ChunkStore>> {
         let urls = self.urls(tree)?;
+        if tree.header().codec != zosfs_flist::Codec::Zck1 {
+            let parsed = urls
+                .iter()
+                .map(|u| u.parse())
+                .collect::<Result<Vec<zosfs_store::StoreUrl>, _>>()?;
+            return Ok(Arc::new(zosfs_flist::content::RawStores::open(&parsed).await?));
+        }
         let r = zosfs_store::router::open_urls(&urls, &RouterConfig::default()).await?;
         Ok(r)
     }
@@ -93,7 +106,8 @@ pub struct Ctx {
 impl Ctx {
     /// Open an flist of any supported format.
     pub fn open_tree(&self, path: &Path) -> Result<Box<dyn Tree>> {
-        Ok(Box::new(self.open_native(path)?))
+        zosfs_flist::legacy::open_any(path, &self.open)
+            .with_context(|| format!("open {}", path.display()))
     }
 
     pub fn open_native(&self, path: &Path) -> Result<Flist> {
@@ -121,5 +135,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Inspect(a) => inspect::run(&ctx, a),
         Cmd::Verify(a) => verify::run(&ctx, a),
         Cmd::Diff(a) => diff::run(&ctx, a),
+        Cmd::Convert(a) => convert::run(&ctx, a),
     }
 }

@@ -1,0 +1,58 @@
+//! `flist convert`: any readable flist → a native zosfs flist.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use zosfs_flist::pack::{Counters, PackOptions, Source, pack};
+use zosfs_store::{RouterConfig, StoreUrl};
+
+use super::{Ctx, ReadStoreArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct ConvertArgs {
+    /// The flist to convert (rfs `.fl` or native).
+    pub input: PathBuf,
+    /// Output `.flist` file.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Where the input's chunks are (default: its recorded routes).
+    #[arg(long = "from-store", value_delimiter = ',')]
+    pub from: Vec<String>,
+    /// Where the re-encoded chunks go (repeatable).
+    #[arg(short, long = "store", value_delimiter = ',', required = true)]
+    pub stores: Vec<String>,
+    /// Chunk size of the new flist.
+    #[arg(long, default_value_t = zosfs_store::chunk::DEFAULT_CHUNK_SIZE as u32)]
+    pub chunk_size: u32,
+}
+
+pub fn run(ctx: &Ctx, a: ConvertArgs) -> Result<ExitCode> {
+    let tree = ctx.open_tree(&a.input)?;
+    let urls = a.stores.iter().map(|u| u.parse::<StoreUrl>()).collect::<Result<Vec<_>, _>>()?;
+    let mut opts = PackOptions {
+        chunking: zosfs_flist::Chunking::Fixed { size: a.chunk_size },
+        routes: urls.iter().map(|u| u.redacted()).collect(),
+        tags: tree.header().tags.clone().into_iter().collect(),
+        ..PackOptions::default()
+    };
+    opts.tags.insert("converted-from".into(), tree.header().tool.clone());
+    let rt = super::runtime()?;
+    let from = rt.block_on(ReadStoreArgs { stores: a.from.clone() }.open(&*tree))?;
+    let to = rt.block_on(zosfs_store::Router::open(&urls, &RouterConfig::default()))?;
+    let counters = Arc::new(Counters::default());
+    let r = pack(
+        Source::Tree { tree: &*tree, from },
+        to,
+        rt.handle().clone(),
+        &a.output,
+        &opts,
+        counters,
+    )?;
+    eprintln!(
+        "converted {} inodes, {} bytes into {} chunks ({} uploaded)",
+        r.tree.inodes, r.bytes_read, r.chunks, r.chunks_uploaded
+    );
+    Ok(ExitCode::SUCCESS)
+}
