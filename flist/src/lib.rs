@@ -29,5 +29,5 @@ pub mod unpack;
 pub use content::DataChunk;
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Chunking, Codec, DirEntry, Header, Ino, Inode, Kind, ROOT_INO, Xattr};
-pub use native::{FORMAT_VERSION, Flist, OpenOptions, Writer};
+pub use native::{FORMAT_VERSION, Flist, OpenOptions, Writer, write_single_file};
 pub use tree::{Step, Tree, walk};

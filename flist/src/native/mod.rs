@@ -8,7 +8,7 @@ mod reader;
 mod writer;
 
 pub use reader::{Flist, OpenOptions};
-pub use writer::Writer;
+pub use writer::{Writer, write_single_file};
 
 /// The on-disk format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;

@@ -159,3 +159,19 @@ fn another_format_version_is_refused_by_name() {
     let e = Flist::open_dir(tmp.path()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
 }
+
+#[test]
+fn single_file_image_flist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chunks: Vec<ChunkRef> =
+        (0..5u8).map(|i| zosfs_store::chunk::encode(&[i; 4096]).unwrap().chunk).collect();
+    let out = tmp.path().join("disk.flist");
+    let mut attrs = inode(0, Kind::File, 0);
+    attrs.perm = 0o600;
+    write_single_file(&out, header(), b"disk.img", attrs, &chunks).unwrap();
+    let fl = Flist::open_with(&out, &opts(tmp.path())).unwrap();
+    let f = fl.resolve(b"disk.img").unwrap();
+    assert_eq!((f.size, f.perm, f.nlink), (5 * 4096, 0o600, 1));
+    assert_eq!(fl.chunks(f.ino).unwrap(), chunks);
+    assert_eq!(fl.readdir_all(ROOT_INO).unwrap().len(), 1);
+}

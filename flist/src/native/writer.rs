@@ -127,3 +127,45 @@ impl Writer {
         archive::write_archive(dir.path(), out)
     }
 }
+
+/// Write an flist holding one regular file `name` in the root (a VM disk
+/// image, as `nbdserver commit` makes): `file` gives the file's attributes
+/// (its `ino`, `parent`, `nlink` and `size` are set here), `chunks` its
+/// content. The root directory takes the file's owner and mtime.
+pub fn write_single_file(
+    out: &Path,
+    header: Header,
+    name: &[u8],
+    mut file: Inode,
+    chunks: &[ChunkRef],
+) -> Result<()> {
+    check_name(name)?;
+    let mut w = Writer::create_in(
+        out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")),
+        header,
+    )?;
+    file.ino = ROOT_INO + 1;
+    file.kind = Kind::File;
+    file.parent = ROOT_INO;
+    file.nlink = 1;
+    file.size = chunks.iter().map(|c| u64::from(c.len)).sum();
+    let root = Inode {
+        ino: ROOT_INO,
+        kind: Kind::Dir,
+        perm: 0o755,
+        uid: file.uid,
+        gid: file.gid,
+        mtime_ns: file.mtime_ns,
+        size: 0,
+        rdev: 0,
+        nlink: 2,
+        parent: ROOT_INO,
+        target: Vec::new(),
+        xattrs: Vec::new(),
+    };
+    w.put_inode(&root)?;
+    w.put_inode(&file)?;
+    w.put_dirent(ROOT_INO, name, file.ino, Kind::File)?;
+    w.put_chunks(file.ino, chunks)?;
+    w.finish(out)
+}
