@@ -115,4 +115,16 @@ impl IoEngine for SyncEngine {
     fn write_vectored_at(&self, file: Arc<File>, off: u64, parts: Vec<Bytes>) -> IoFuture<()> {
         run(move || pwritev_all(&file, off, &parts))
     }
+
+    fn write_vectored_sync_at(
+        self: Arc<Self>,
+        file: Arc<File>,
+        off: u64,
+        parts: Vec<Bytes>,
+    ) -> IoFuture<()> {
+        run(move || {
+            pwritev_all(&file, off, &parts)?;
+            file.sync_data()
+        })
+    }
 }

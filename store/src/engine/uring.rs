@@ -20,15 +20,39 @@ use io_uring::{IoUring, opcode, squeue, types};
 use super::{IoEngine, IoFuture};
 
 const RING_ENTRIES: u32 = 256;
+/// Reads at least this big are flagged IOSQE_ASYNC.
+const ASYNC_READ_MIN: usize = 512 << 10;
 /// user_data of the eventfd poll; op slots use their index.
 const WAKE_TOKEN: u64 = u64::MAX;
 
 enum Kind {
-    Read { buf: Vec<u8>, done: usize, reply: oneshot::Sender<io::Result<Vec<u8>>> },
-    Write { data: Bytes, done: usize, reply: oneshot::Sender<io::Result<()>> },
-    Sync { reply: oneshot::Sender<io::Result<()>> },
-    Punch { len: u64, reply: oneshot::Sender<io::Result<()>> },
-    Writev { parts: Vec<Bytes>, iov: IoVecs, done: usize, reply: oneshot::Sender<io::Result<()>> },
+    Read {
+        buf: Vec<u8>,
+        done: usize,
+        reply: oneshot::Sender<io::Result<Vec<u8>>>,
+    },
+    Write {
+        data: Bytes,
+        done: usize,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
+    Sync {
+        reply: oneshot::Sender<io::Result<()>>,
+    },
+    Punch {
+        len: u64,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
+    /// A vectored write; with `then_sync`, an fdatasync is issued from the
+    /// ring thread once the write is complete, before answering.
+    Writev {
+        parts: Vec<Bytes>,
+        iov: IoVecs,
+        done: usize,
+        then_sync: bool,
+        syncing: bool,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
 }
 
 /// The iovec array of an in-flight vectored write.
@@ -130,6 +154,22 @@ impl UringEngine {
     }
 }
 
+impl UringEngine {
+    fn writev(
+        &self,
+        file: Arc<File>,
+        off: u64,
+        parts: Vec<Bytes>,
+        then_sync: bool,
+    ) -> IoFuture<()> {
+        let (reply, rx) = oneshot::channel();
+        let iov = IoVecs(Vec::new());
+        let kind = Kind::Writev { parts, iov, done: 0, then_sync, syncing: false, reply };
+        self.submit(Op { file, off, kind });
+        Box::pin(async move { canceled(rx.await) })
+    }
+}
+
 fn canceled<T>(r: Result<io::Result<T>, oneshot::Canceled>) -> io::Result<T> {
     r.unwrap_or_else(|_| Err(io::Error::other("io_uring driver stopped")))
 }
@@ -164,10 +204,16 @@ impl IoEngine for UringEngine {
     }
 
     fn write_vectored_at(&self, file: Arc<File>, off: u64, parts: Vec<Bytes>) -> IoFuture<()> {
-        let (reply, rx) = oneshot::channel();
-        let kind = Kind::Writev { parts, iov: IoVecs(Vec::new()), done: 0, reply };
-        self.submit(Op { file, off, kind });
-        Box::pin(async move { canceled(rx.await) })
+        self.writev(file, off, parts, false)
+    }
+
+    fn write_vectored_sync_at(
+        self: Arc<Self>,
+        file: Arc<File>,
+        off: u64,
+        parts: Vec<Bytes>,
+    ) -> IoFuture<()> {
+        self.writev(file, off, parts, true)
     }
 }
 
@@ -277,9 +323,12 @@ impl Driver {
         let sqe: squeue::Entry = match &mut op.kind {
             Kind::Read { buf, done, .. } => {
                 let rest = &mut buf[*done..];
-                opcode::Read::new(fd, rest.as_mut_ptr(), rest.len() as u32)
+                let sqe = opcode::Read::new(fd, rest.as_mut_ptr(), rest.len() as u32)
                     .offset(op.off + *done as u64)
-                    .build()
+                    .build();
+                // Large reads go straight to io-wq workers: done inline they
+                // would copy every byte on this one ring thread.
+                if rest.len() >= ASYNC_READ_MIN { sqe.flags(squeue::Flags::ASYNC) } else { sqe }
             }
             Kind::Write { data, done, .. } => {
                 let rest = &data[*done..];
@@ -292,6 +341,9 @@ impl Driver {
                 .offset(op.off)
                 .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
                 .build(),
+            Kind::Writev { syncing: true, .. } => {
+                opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build()
+            }
             Kind::Writev { parts, iov, done, .. } => {
                 iov.rebuild(parts, *done);
                 opcode::Writev::new(fd, iov.0.as_ptr(), iov.0.len() as u32)
@@ -343,12 +395,21 @@ impl Driver {
                 }
                 err.is_some() || *done == data.len() || res == 0
             }
-            Kind::Writev { parts, done, .. } => {
+            Kind::Writev { syncing: true, .. } => true,
+            Kind::Writev { parts, done, then_sync, syncing, .. } => {
                 if err.is_none() {
                     *done += res as usize;
                 }
                 let total: usize = parts.iter().map(|p| p.len()).sum();
-                err.is_some() || *done >= total || res == 0
+                let written = err.is_none() && *done >= total;
+                if written && *then_sync {
+                    // Not finished: the slot goes back in as the fdatasync,
+                    // without a trip to the caller.
+                    *syncing = true;
+                    false
+                } else {
+                    err.is_some() || *done >= total || res == 0
+                }
             }
             Kind::Sync { .. } | Kind::Punch { .. } => true,
         };

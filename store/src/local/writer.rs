@@ -263,13 +263,21 @@ impl Writer {
         let start = run.start;
         let len = run.len;
         let (parts, items) = run.into_parts();
-        let mut res =
-            block_on(self.inner.engine.write_vectored_at(self.file.clone(), start, parts)).map_err(
-                |e| Error::io(format!("{}: write segment {}", self.name(), self.active), e),
-            );
-        if res.is_ok() && sync {
-            res = self.sync_to(start + len);
-        }
+        let ctx = |what: &str| format!("{}: {what} segment {}", self.name(), self.active);
+        let res = if sync && self.synced == start {
+            // The common group commit: write then fdatasync as one request.
+            let engine = self.inner.engine.clone();
+            let r = block_on(engine.write_vectored_sync_at(self.file.clone(), start, parts))
+                .map_err(|e| Error::io(ctx("write+sync"), e));
+            if r.is_ok() {
+                self.mark_synced(start + len);
+            }
+            r
+        } else {
+            let r = block_on(self.inner.engine.write_vectored_at(self.file.clone(), start, parts))
+                .map_err(|e| Error::io(ctx("write"), e));
+            if r.is_ok() && sync { self.sync_to(start + len) } else { r }
+        };
         if let Err(e) = res {
             self.undo(start);
             for it in items {
@@ -320,10 +328,14 @@ impl Writer {
         block_on(self.inner.engine.fdatasync(self.file.clone())).map_err(|e| {
             Error::io(format!("{}: fdatasync segment {}", self.name(), self.active), e)
         })?;
+        self.mark_synced(upto);
+        Ok(())
+    }
+
+    fn mark_synced(&mut self, upto: u64) {
         self.synced = upto;
         self.last_sync = Instant::now();
         self.inner.counters.syncs.fetch_add(1, Ordering::Relaxed);
-        Ok(())
     }
 
     fn sync(&mut self) -> Result<()> {
