@@ -8,6 +8,7 @@
 #
 # Env: ZOSFS_BENCH_ROOTFS=dir  reuse an existing rootfs instead of debootstrap
 #      ZOSFS_BENCH_MIXED_MB=n  size of the mixed set (default 1024)
+#      ZOSFS_BENCH_SKIP_ROOTFS=1  only the mixed set and the dedup runs
 #      ZOSFS_BENCH_SUITE / ZOSFS_BENCH_MIRROR  debootstrap suite and mirror
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +48,9 @@ pack_both() {
 }
 
 # --- 1. root filesystem -------------------------------------------------------
-if [ -n "${ZOSFS_BENCH_ROOTFS:-}" ]; then
+if [ -n "${ZOSFS_BENCH_SKIP_ROOTFS:-}" ]; then
+    echo "rootfs: skipped (ZOSFS_BENCH_SKIP_ROOTFS)"
+elif [ -n "${ZOSFS_BENCH_ROOTFS:-}" ]; then
     ROOTFS=$ZOSFS_BENCH_ROOTFS
 else
     ROOTFS=$WORK/rootfs
@@ -55,9 +58,11 @@ else
         "${ZOSFS_BENCH_MIRROR:-http://deb.debian.org/debian}" >"$WORK/debootstrap.log" 2>&1 \
         || { tail -20 "$WORK/debootstrap.log"; exit 1; }
 fi
-pack_both rootfs "$ROOTFS"
+[ -n "${ZOSFS_BENCH_SKIP_ROOTFS:-}" ] || pack_both rootfs "$ROOTFS"
 
 # --- 2. 1 GiB mixed set -------------------------------------------------------
+# `head` closes its pipe early by design: no pipefail while generating.
+set +o pipefail
 MIXED=$WORK/mixed; MB=${ZOSFS_BENCH_MIXED_MB:-1024}
 mkdir -p "$MIXED/random" "$MIXED/text" "$MIXED/dups" "$MIXED/small"
 # 40 % incompressible, 30 % compressible text, 15 % duplicates, 15 % small files.
@@ -76,6 +81,7 @@ while [ $done_bytes -lt $small_total ]; do
     done_bytes=$((done_bytes + sz)); n=$((n + 1))
 done
 rm -f "$WORK/small.pool"
+set -o pipefail
 pack_both mixed "$MIXED"
 
 # --- 3. dedup of a slightly changed version with --cdc ------------------------
