@@ -7,7 +7,10 @@
 //!   index bytes per chunk and the open time of a big store;
 //! * `lazy`: a cold sequential LazyFile fill from a store with injected
 //!   fetch latency, against one-fetch-at-a-time and the local ceilings
-//!   (in `bench_lazy`).
+//!   (in `bench_lazy`);
+//! * `replicated`: puts of 1 MiB chunks through the router to a local
+//!   `chunkstore serve`, against redis-server SET of the same payloads
+//!   with the same concurrency (in `bench_replicated`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,6 +33,8 @@ pub enum Part {
     Local,
     /// LazyFile cold fill with injected fetch latency.
     Lazy,
+    /// Router puts to chunkstore serve vs redis-server SET.
+    Replicated,
 }
 
 #[derive(clap::Args, Debug)]
@@ -59,10 +64,16 @@ pub struct BenchArgs {
     pub rounds: usize,
     #[command(flatten)]
     pub lazy: super::bench_lazy::LazyBenchArgs,
+    #[command(flatten)]
+    pub replicated: super::bench_replicated::ReplicatedArgs,
 }
 
 pub async fn bench(a: BenchArgs) -> Result<ExitCode> {
-    let parts = if a.only.is_empty() { vec![Part::Local, Part::Lazy] } else { a.only.clone() };
+    let parts = if a.only.is_empty() {
+        vec![Part::Local, Part::Lazy, Part::Replicated]
+    } else {
+        a.only.clone()
+    };
     let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::Builder::new()
         .prefix("zosfs-bench.")
@@ -72,6 +83,7 @@ pub async fn bench(a: BenchArgs) -> Result<ExitCode> {
         match p {
             Part::Local => local(&a, tmp.path()).await?,
             Part::Lazy => super::bench_lazy::run(&a.lazy, tmp.path()).await?,
+            Part::Replicated => super::bench_replicated::run(&a.replicated).await?,
         }
     }
     Ok(ExitCode::SUCCESS)

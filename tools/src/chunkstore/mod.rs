@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_lazy;
+mod bench_replicated;
 mod fsck;
 mod gc;
 mod io;
