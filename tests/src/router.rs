@@ -71,3 +71,20 @@ pub fn chunk(i: u64, size: usize) -> EncodedChunk {
 pub async fn holds(store: &dyn ChunkStore, c: &EncodedChunk) -> bool {
     matches!(store.get(&c.chunk.id).await, Ok(Some(b)) if b == c.blob)
 }
+
+/// `chunkstore serve` on 127.0.0.1:`port` with its data (journals, and
+/// values in a local:// store) under `data`; restartable on the same data
+/// and port.
+pub fn start_serve_on(data: &Path, port: u16) -> Result<ChildGuard> {
+    std::fs::create_dir_all(data)?;
+    let mut cmd = Command::new(crate::bin("chunkstore"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(data)
+        .arg("--values")
+        .arg(format!("local://{}", data.join("values").display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let guard = ChildGuard::spawn(cmd, format!("chunkstore serve :{port}"))?;
+    wait_port(port, Duration::from_secs(30))?;
+    Ok(guard)
+}
