@@ -149,6 +149,22 @@ impl From<zosfs_store::Error> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error and its sources on one line ("context: cause: cause").
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(x) = cur {
+        let t = x.to_string();
+        // Store errors repeat their context in Display: skip exact repeats.
+        if !s.ends_with(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = x.source();
+    }
+    s
+}
+
 /// Shorthand for bad input.
 pub(crate) fn invalid(context: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidInput, context)

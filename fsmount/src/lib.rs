@@ -3,8 +3,10 @@
 //! Layers, top to bottom (each a module):
 //!
 //! * [`cli`] — the `fsmount` command line (one module per subcommand);
-//! * [`lifecycle`] — one mount's life: set up, serve, tear down (also after
-//!   a crash, from the [`state`] directory's records);
+//! * [`server`] — the process serving every mount of one node cache:
+//!   requests over a unix socket, signals, lost sessions;
+//! * [`lifecycle`] — one mount's life: set up and tear down (also after a
+//!   crash, from the [`state`] directory's records);
 //! * [`overlay`] — kernel overlayfs: FUSE lower + rw layer upper;
 //! * [`volume`] — the btrfs volume (image + loop, device, or directory),
 //!   one subvolume per rw layer, quotas and snapshots;
@@ -20,6 +22,7 @@ pub mod fuse;
 pub mod lifecycle;
 pub mod naming;
 pub mod overlay;
+pub mod server;
 pub mod size;
 pub mod state;
 pub mod stats;

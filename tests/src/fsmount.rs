@@ -37,6 +37,11 @@ impl Env {
         self.path().join("state")
     }
 
+    /// The node cache of this env's fsmount server.
+    pub fn cache(&self) -> PathBuf {
+        self.path().join("cache")
+    }
+
     /// A fresh directory under the env.
     pub fn mkdir(&self, name: &str) -> Result<PathBuf> {
         let p = self.path().join(name);
@@ -50,6 +55,7 @@ impl Env {
             .args(args)
             .arg("--state")
             .arg(self.state())
+            .env("ZOSFS_CACHE", self.cache())
             .stdin(Stdio::null())
             .output()
             .context("run fsmount")?;

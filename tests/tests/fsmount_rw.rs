@@ -224,3 +224,35 @@ fn snapshot_list_and_rm() -> Result<()> {
     ensure!(empty.lines().count() == 1, "{empty}");
     Ok(())
 }
+
+#[test]
+fn one_server_serves_every_mount_of_a_cache() -> Result<()> {
+    let env = Env::new()?;
+    let src = env.mkdir("src")?;
+    std::fs::write(src.join("f"), b"shared")?;
+    let (m1, m2) = (env.mkdir("m1")?, env.mkdir("m2")?);
+    mount_rw(&env, &src, &m1, "one", &[])?;
+    mount_rw(&env, &src, &m2, "two", &[])?;
+    let pid = env.daemon_pid(&m1)?;
+    ensure!(env.daemon_pid(&m2)? == pid, "two servers for one cache");
+    std::fs::write(m1.join("f"), b"changed in one")?;
+    ensure!(std::fs::read(m2.join("f"))? == b"shared", "rw layers leak");
+
+    // The same rw layer cannot be mounted twice.
+    let dup = env.fsmount(&[
+        OsStr::new("-d"),
+        src.as_os_str(),
+        env.mkdir("m3")?.as_os_str(),
+        OsStr::new("--rw"),
+        OsStr::new("one"),
+    ])?;
+    ensure!(String::from_utf8_lossy(&dup.stderr).contains("already mounted at"));
+
+    // Unmounting one keeps the other (and the server) alive.
+    env.umount(&m1)?;
+    ensure!(std::fs::read(m2.join("f"))? == b"shared");
+    ensure!(!zosfs_tests::fsmount::process_gone(pid));
+    env.umount(&m2)?;
+    wait_gone(pid)?;
+    env.wait_clean()
+}

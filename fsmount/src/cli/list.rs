@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
+use crate::server::client;
 use crate::size::format_size;
 use crate::state::StateDir;
-use crate::stats::control;
 
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {}
@@ -20,7 +20,7 @@ pub fn run(_a: ListArgs, state: &StateDir) -> Result<ExitCode> {
     );
     for r in recs {
         let (st, fetched, hit) = if r.alive() {
-            match control::fetch_stats(&r.control) {
+            match client::fetch_stats(&r.control, &r.mountpoint) {
                 Ok(s) => (
                     format!("pid {}", r.pid),
                     format_size(s.bytes_fetched),

@@ -1,19 +1,25 @@
-//! `fsmount [mount] FLIST MOUNTPOINT`: set up and serve one mount.
+//! `fsmount [mount] FLIST MOUNTPOINT`: add the mount to the server of this
+//! node cache, or become that server when none runs.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use crate::daemon::{self, Readiness};
 use crate::fuse::FuseOptions;
-use crate::lifecycle::{self, Event, MountSpec};
+use crate::lifecycle::MountSpec;
+use crate::naming::path_id;
+use crate::server::protocol::{Answer, Request};
+use crate::server::{Event, Server, ServerOptions, client};
 use crate::size::parse_size;
 use crate::state::StateDir;
-use crate::stats::{Counters, http};
-use crate::tree::{self, Tree};
+use crate::stats::http;
 use crate::volume::{DEFAULT_IMAGE_SIZE, VolumeSpec};
+
+/// Default node cache.
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/zosfs";
 
 /// Which btrfs volume holds rw layers.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -39,6 +45,12 @@ fn parse_size_arg(s: &str) -> std::result::Result<u64, String> {
     parse_size(s).map_err(|e| e.to_string())
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefetchMode {
+    /// Fill every file of the mount in the background.
+    All,
+}
+
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct MountArgs {
     /// [FLIST] MOUNTPOINT.
@@ -62,20 +74,33 @@ pub struct MountArgs {
     /// Read-only: no writes (with --rw NAME, that layer is shown read-only).
     #[arg(long)]
     pub ro: bool,
+    /// Node cache directory, shared by every mount using it (one serving
+    /// process per cache).
+    #[arg(long, value_name = "DIR", env = "ZOSFS_CACHE", default_value = DEFAULT_CACHE_DIR)]
+    pub cache: PathBuf,
+    /// Byte budget of the node cache (least recently used content goes).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub cache_size: Option<u64>,
+    /// `all`: fill every file in the background.
+    #[arg(long, value_name = "MODE")]
+    pub prefetch: Option<PrefetchMode>,
+    /// Bandwidth cap of --prefetch, bytes per second.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size_arg)]
+    pub prefetch_bandwidth: u64,
     /// Serve Prometheus text at ADDR (PORT, :PORT or HOST:PORT; host
-    /// defaults to 127.0.0.1).
+    /// defaults to 127.0.0.1). Taken by the process that starts the server.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
     /// Detach once the mount is ready; the exact error otherwise.
     #[arg(short, long)]
     pub daemon: bool,
-    /// Pid file (default with -d: STATE/mounts/<id>/fsmount.pid).
+    /// Pid file of the serving process (default with -d: STATE/servers/<id>.pid).
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
-    /// Log file (default with -d: STATE/mounts/<id>/fsmount.log).
+    /// Log file of the serving process (default with -d: STATE/servers/<id>.log).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
-    /// FUSE worker threads.
+    /// FUSE worker threads per mount.
     #[arg(long, default_value_t = 8)]
     pub threads: usize,
     /// Never use FUSE passthrough (always serve reads in user space).
@@ -105,47 +130,70 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     std::fs::canonicalize(p).with_context(|| format!("{}", p.display()))
 }
 
-/// Open the layers, lowest first.
-fn open_tree(sources: &[PathBuf], _a: &MountArgs) -> Result<Arc<dyn Tree>> {
-    let mut layers: Vec<Arc<dyn Tree>> = Vec::new();
-    for s in sources {
-        if s.is_dir() {
-            layers.push(Arc::new(tree::dir::DirTree::open(s)?));
-        } else {
-            bail!("{}: flist files are served once the flist reader is in place", s.display());
-        }
-    }
-    if layers.len() == 1 {
-        return Ok(layers.pop().expect("one layer"));
-    }
-    Ok(Arc::new(tree::union::UnionTree::new(layers)?))
-}
-
-pub fn run(a: MountArgs, state_root: &Path) -> Result<ExitCode> {
-    // Validate everything that can be checked before detaching.
-    let (sources, mountpoint) = split_paths(&a)?;
+fn build_spec(a: &MountArgs, state: &StateDir) -> Result<MountSpec> {
+    let (sources, mountpoint) = split_paths(a)?;
     let sources = sources.iter().map(|s| absolute(s)).collect::<Result<Vec<_>>>()?;
     let mountpoint = absolute(&mountpoint).context("mountpoint")?;
     if let Some(n) = &a.rw {
         crate::naming::check_rw_name(n)?;
     }
-    let metrics = a.metrics.as_deref().map(http::parse_addr).transpose()?;
-    let state = StateDir::open(state_root)?;
     let volume = match &a.rw {
-        Some(_) => Some(a.volume.spec(&state)?),
+        Some(_) => Some(a.volume.spec(state)?),
         None => None,
     };
-    let mdir = state.mount_dir(&mountpoint);
-    std::fs::create_dir_all(&mdir).with_context(|| format!("create {}", mdir.display()))?;
+    Ok(MountSpec {
+        sources,
+        stores: a.stores.clone(),
+        mountpoint,
+        rw: a.rw.clone(),
+        read_only: a.ro,
+        volume,
+        quota: a.quota,
+        fuse: FuseOptions { passthrough: !a.no_passthrough },
+        threads: a.threads.max(1),
+        prefetch_all: a.prefetch == Some(PrefetchMode::All),
+        prefetch_bandwidth: Some(a.prefetch_bandwidth).filter(|b| *b > 0),
+    })
+}
+
+/// Ask a running server to mount. None: no server (start one).
+fn try_join(socket: &Path, spec: &MountSpec) -> Result<Option<String>> {
+    let req = Request::Mount { spec: spec.clone() };
+    match client::call(socket, &req, Duration::from_secs(600)) {
+        Ok(Answer::Ok(what)) => Ok(Some(what)),
+        Ok(Answer::Error(msg)) => bail!("{msg}"),
+        Ok(Answer::Retry) => Ok(None),
+        Err(e) if e.kind() == crate::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn run(a: MountArgs, state_root: &Path) -> Result<ExitCode> {
+    // Validate everything that can be checked before detaching.
+    let state = StateDir::open(state_root)?;
+    let spec = build_spec(&a, &state)?;
+    let metrics = a.metrics.as_deref().map(http::parse_addr).transpose()?;
+    std::fs::create_dir_all(&a.cache)
+        .with_context(|| format!("create cache directory {}", a.cache.display()))?;
+    let cache_dir = absolute(&a.cache)?;
+    let socket = client::socket_path(&state, &cache_dir);
+
+    if let Some(what) = try_join(&socket, &spec)? {
+        println!("fsmount: {what}");
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // No server for this cache: this process becomes it.
+    let id = path_id(&cache_dir);
+    let sdir = state.servers_dir();
     let (pid_file, log_file) = if a.daemon {
         (
-            Some(a.pid_file.clone().unwrap_or_else(|| mdir.join("fsmount.pid"))),
-            Some(a.log_file.clone().unwrap_or_else(|| mdir.join("fsmount.log"))),
+            Some(a.pid_file.clone().unwrap_or_else(|| sdir.join(format!("{id}.pid")))),
+            Some(a.log_file.clone().unwrap_or_else(|| sdir.join(format!("{id}.log")))),
         )
     } else {
         (a.pid_file.clone(), a.log_file.clone())
     };
-
     let readiness = match (&log_file, a.daemon) {
         (Some(log), true) => daemon::daemonize(log)?,
         (Some(log), false) => {
@@ -156,38 +204,43 @@ pub fn run(a: MountArgs, state_root: &Path) -> Result<ExitCode> {
     };
     super::init_logging();
     daemon::block_signals();
+    let opts = ServerOptions { cache_dir, cache_size: a.cache_size, metrics, pid_file, log_file };
 
-    let spec = MountSpec {
-        sources: sources.iter().map(|s| s.display().to_string()).collect(),
-        mountpoint: mountpoint.clone(),
-        rw: a.rw.clone(),
-        read_only: a.ro,
-        volume,
-        quota: a.quota,
-        metrics,
-        fuse: FuseOptions { passthrough: !a.no_passthrough },
-        threads: a.threads,
-        pid_file,
-        log_file,
-    };
-    let counters = Arc::new(Counters::default());
-    let mounted = match open_tree(&sources, &a)
-        .and_then(|t| Ok(lifecycle::setup(&state, &spec, t, counters)?))
-    {
-        Ok(m) => m,
+    let mut server = match Server::bind(&state, opts) {
+        Ok(s) => s,
+        // Another process became the server meanwhile: join it.
+        Err(e) if e.kind() == crate::ErrorKind::Busy => {
+            return match try_join(&socket, &spec) {
+                Ok(Some(what)) => {
+                    readiness.ready(&what);
+                    println!("fsmount: {what}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(None) => {
+                    readiness.failed("the fsmount server went away; try again");
+                    bail!("the fsmount server went away; try again")
+                }
+                Err(e) => {
+                    readiness.failed(&format!("{e:#}"));
+                    Err(e)
+                }
+            };
+        }
         Err(e) => {
-            let msg = format!("{e:#}");
-            tracing::error!("mount {} failed: {msg}", mountpoint.display());
-            readiness.failed(&msg);
-            return Err(e);
+            readiness.failed(&crate::error::chain(&e));
+            return Err(e.into());
         }
     };
-    let what = match &spec.rw {
-        Some(rw) => format!("mounted at {} (rw layer {rw})", mountpoint.display()),
-        None => format!("mounted at {} (read-only)", mountpoint.display()),
+    let what = match server.mount(&spec) {
+        Ok(w) => w,
+        Err(e) => {
+            let msg = crate::error::chain(&e);
+            tracing::error!("mount {} failed: {msg}", spec.mountpoint.display());
+            readiness.failed(&msg);
+            bail!("{msg}");
+        }
     };
-    tracing::info!("{what}");
-    if let Some(addr) = mounted.metrics_addr() {
+    if let Some(addr) = server.metrics_addr() {
         tracing::info!("metrics on http://{addr}/metrics");
     }
     if a.daemon {
@@ -196,7 +249,7 @@ pub fn run(a: MountArgs, state_root: &Path) -> Result<ExitCode> {
         println!("fsmount: {what}");
     }
 
-    let tx = mounted.events();
+    let tx = server.events();
     std::thread::Builder::new()
         .name("fsmount-signals".into())
         .spawn(move || {
@@ -208,8 +261,8 @@ pub fn run(a: MountArgs, state_root: &Path) -> Result<ExitCode> {
             }
         })
         .context("spawn signal thread")?;
-    mounted.run()?;
-    tracing::info!("unmounted {}", mountpoint.display());
+    server.run()?;
+    tracing::info!("no mount left; exiting");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
+use crate::server::client;
 use crate::state::StateDir;
-use crate::stats::control;
 
 #[derive(clap::Args, Debug)]
 pub struct StatsArgs {
@@ -26,7 +26,7 @@ pub fn run(a: StatsArgs, state: &StateDir) -> Result<ExitCode> {
             rec.mountpoint.display()
         );
     }
-    let s = control::fetch_stats(&rec.control)?;
+    let s = client::fetch_stats(&rec.control, &rec.mountpoint)?;
     if a.prometheus {
         print!("{}", s.prometheus());
     } else {

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use crate::error::ErrorKind;
 use crate::lifecycle::teardown;
+use crate::server::client;
+use crate::server::protocol::{Answer, Request};
 use crate::state::StateDir;
-use crate::stats::control;
 use crate::sys;
 
 #[derive(clap::Args, Debug)]
@@ -39,24 +39,23 @@ fn wait_exit(pid: u32, timeout: Duration) -> bool {
 pub fn run(a: UmountArgs, state: &StateDir) -> Result<ExitCode> {
     let rec = state.find(&a.mountpoint)?;
     if rec.alive() {
-        let req = if a.lazy { "shutdown lazy" } else { "shutdown" };
-        match control::request(&rec.control, req, Duration::from_secs(60)) {
-            Ok(_) => {
-                if !wait_exit(rec.pid, Duration::from_secs(30)) {
-                    bail!("unmounted, but fsmount pid {} did not exit", rec.pid);
-                }
+        let req = Request::Umount { mountpoint: rec.mountpoint.clone(), lazy: a.lazy };
+        match client::call(&rec.control, &req, Duration::from_secs(120)) {
+            Ok(Answer::Ok(_)) => {
                 println!("fsmount: unmounted {}", rec.mountpoint.display());
                 return Ok(ExitCode::SUCCESS);
             }
-            // The serving process refused (busy): nothing was undone.
-            Err(e) if e.kind() == ErrorKind::Busy => return Err(e.into()),
-            // A process being killed closes its socket before it is gone.
-            Err(_) if wait_exit(rec.pid, Duration::from_secs(3)) => {}
-            Err(e) if !a.force => {
-                bail!("fsmount pid {} does not answer ({e}); retry with --force", rec.pid)
+            // The server refused (busy): nothing was undone.
+            Ok(Answer::Error(msg)) if !msg.contains("is not served here") => bail!("{msg}"),
+            // A server that does not know this mount: its record is stale.
+            Ok(Answer::Error(_)) => {}
+            // Exiting, or being killed (its socket closes before it is gone).
+            Ok(Answer::Retry) | Err(_) if wait_exit(rec.pid, Duration::from_secs(3)) => {}
+            Ok(Answer::Retry) | Err(_) if !a.force => {
+                bail!("fsmount pid {} does not answer; retry with --force", rec.pid)
             }
-            Err(e) => {
-                tracing::warn!("pid {} does not answer ({e}); killing it", rec.pid);
+            Ok(Answer::Retry) | Err(_) => {
+                tracing::warn!("pid {} does not answer; killing it", rec.pid);
                 sys::signal(rec.pid, libc::SIGKILL)?;
                 if !wait_exit(rec.pid, Duration::from_secs(10)) {
                     bail!("fsmount pid {} survived SIGKILL", rec.pid);

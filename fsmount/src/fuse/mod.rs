@@ -79,7 +79,7 @@ impl InoMap {
 }
 
 /// Options of the FUSE layer.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FuseOptions {
     /// Ask the kernel for passthrough of fully local files.
     pub passthrough: bool,

@@ -1,103 +1,79 @@
 //! The life of one fsmount mount: set up (volume, rw layer, FUSE, overlay,
-//! record, control socket), serve until told to stop, tear down.
-//!
-//! Stop requests arrive as [`Event`]s on one channel: a termination
-//! signal, `fsmount umount` over the control socket, or the FUSE session
-//! ending because someone unmounted it from outside. A failed teardown
-//! (busy mountpoint) leaves everything mounted and keeps serving.
+//! record) and tear down. The [`server`](crate::server) holds the mounts
+//! and decides when; a failed teardown (busy mountpoint) leaves everything
+//! mounted.
 
 pub mod teardown;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::daemon::PidFile;
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, ErrorKind, Result, invalid};
 use crate::fuse::session::{FuseMount, mount_fuse};
 use crate::fuse::{FuseFs, FuseOptions};
 use crate::overlay::mount_overlay;
 use crate::state::{MountRecord, StateDir, now_secs};
-use crate::stats::control::{ControlHandler, ControlServer};
-use crate::stats::{Counters, Snapshot, http};
-use crate::sys::mount;
+use crate::stats::{Counters, Snapshot};
 use crate::tree::Tree;
 use crate::volume::{Volume, VolumeSpec, match_root_attrs};
 pub use teardown::teardown;
 
-/// What to mount (already validated by the CLI).
-#[derive(Clone, Debug)]
+/// What to mount (validated by the CLI; sent to a running server as is).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MountSpec {
-    /// Shown sources, lowest layer first (for records and `list`).
-    pub sources: Vec<String>,
+    /// Absolute paths of the layers, lowest first.
+    pub sources: Vec<PathBuf>,
+    /// Chunk store URLs (passwords included: the spec only travels over
+    /// the root-only server socket and is never logged).
+    pub stores: Vec<String>,
     pub mountpoint: PathBuf,
     pub rw: Option<String>,
     pub read_only: bool,
     /// Required with `rw`.
     pub volume: Option<VolumeSpec>,
     pub quota: Option<u64>,
-    pub metrics: Option<SocketAddr>,
     pub fuse: FuseOptions,
     pub threads: usize,
+    /// Fill every file of the mount in the background.
+    pub prefetch_all: bool,
+    /// Bandwidth cap of that fill, bytes per second.
+    pub prefetch_bandwidth: Option<u64>,
+}
+
+/// Files of the serving process, recorded with each of its mounts.
+#[derive(Clone, Debug, Default)]
+pub struct ServerFiles {
+    pub control: PathBuf,
     pub pid_file: Option<PathBuf>,
     pub log_file: Option<PathBuf>,
 }
 
-/// Why the serving loop should act.
-pub enum Event {
-    Signal(i32),
-    /// `fsmount umount` asked; the answer goes back on `reply`.
-    Shutdown {
-        lazy: bool,
-        reply: Sender<std::result::Result<(), String>>,
-    },
-    /// The FUSE session ended (unmounted from outside, or aborted).
-    SessionEnded(std::io::Result<()>),
-}
-
-/// A set-up mount, ready to serve.
+/// A set-up mount.
 pub struct Mounted {
-    state: StateDir,
     record: MountRecord,
-    counters: Arc<Counters>,
-    events: Receiver<Event>,
-    tx: Sender<Event>,
+    view: MountView,
     _fuse: FuseMount,
-    control: ControlServer,
-    _pid_file: Option<PidFile>,
-    metrics: Option<SocketAddr>,
 }
 
-struct Handler {
-    tx: parking_lot::Mutex<Sender<Event>>,
-    counters: Arc<Counters>,
-    mountpoint: String,
-    passthrough: Arc<std::sync::atomic::AtomicBool>,
+/// What stats need of a mount; cheap to clone into other threads.
+#[derive(Clone)]
+pub struct MountView {
+    pub mountpoint: PathBuf,
+    pub counters: Arc<Counters>,
+    pub passthrough: Arc<AtomicBool>,
 }
 
-impl ControlHandler for Handler {
-    fn stats(&self) -> Snapshot {
-        snapshot(&self.counters, &self.mountpoint, &self.passthrough)
+impl MountView {
+    /// Counters plus facts about the mount.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = self.counters.snapshot();
+        s.mountpoint = self.mountpoint.display().to_string();
+        s.passthrough = self.passthrough.load(Ordering::Relaxed);
+        s
     }
-
-    fn shutdown(&self, lazy: bool) -> std::result::Result<(), String> {
-        let (rtx, rrx) = channel();
-        self.tx
-            .lock()
-            .send(Event::Shutdown { lazy, reply: rtx })
-            .map_err(|_| "the mount is already stopping".to_string())?;
-        rrx.recv().unwrap_or(Ok(()))
-    }
-}
-
-fn snapshot(c: &Counters, mp: &str, pt: &std::sync::atomic::AtomicBool) -> Snapshot {
-    let mut s = c.snapshot();
-    s.mountpoint = mp.to_string();
-    s.passthrough = pt.load(Ordering::Relaxed);
-    s
 }
 
 fn check_mountpoint(p: &Path) -> Result<PathBuf> {
@@ -130,15 +106,17 @@ fn clean_stale(state: &StateDir, mountpoint: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Set up everything; on error, undo what was done.
+/// Set up everything; on error, undo what was done. `on_end` runs when
+/// the FUSE session ends (unmounted, or aborted from outside).
 pub fn setup(
     state: &StateDir,
     spec: &MountSpec,
     tree: Arc<dyn Tree>,
     counters: Arc<Counters>,
+    files: &ServerFiles,
+    on_end: Box<dyn FnOnce(std::io::Result<()>) + Send>,
 ) -> Result<Mounted> {
     let mountpoint = check_mountpoint(&spec.mountpoint)?;
-    let (tx, events) = channel();
     let lock = state.lock()?;
     clean_stale(state, &mountpoint)?;
 
@@ -174,16 +152,16 @@ pub fn setup(
     let lower = if overlay { mdir.join("lower") } else { mountpoint.clone() };
     let record = MountRecord {
         mountpoint: mountpoint.clone(),
-        sources: spec.sources.clone(),
+        sources: spec.sources.iter().map(|s| s.display().to_string()).collect(),
         rw: spec.rw.clone(),
         read_only: spec.read_only,
         volume: if overlay { spec.volume.clone() } else { None },
         lower: lower.clone(),
         overlay,
         pid: std::process::id(),
-        control: mdir.join("ctl.sock"),
-        pid_file: spec.pid_file.clone(),
-        log_file: spec.log_file.clone(),
+        control: files.control.clone(),
+        pid_file: files.pid_file.clone(),
+        log_file: files.log_file.clone(),
         started: now_secs(),
     };
     // From here on a failure tears down through the record.
@@ -200,17 +178,7 @@ pub fn setup(
             .map_err(|e| undo(Error::io(format!("create {}", lower.display()), e)))?;
     }
     let fs = FuseFs::new(tree, counters.clone(), &spec.fuse);
-    let etx = tx.clone();
-    let fuse = mount_fuse(
-        fs,
-        &lower,
-        "zosfs",
-        spec.threads,
-        Box::new(move |r| {
-            let _ = etx.send(Event::SessionEnded(r));
-        }),
-    )
-    .map_err(undo)?;
+    let fuse = mount_fuse(fs, &lower, "zosfs", spec.threads, on_end).map_err(undo)?;
     if let Some(l) = &layer {
         if l.created {
             match_root_attrs(&l.upper, &lower).map_err(undo)?;
@@ -218,40 +186,8 @@ pub fn setup(
         mount_overlay(&mountpoint, &lower, l, spec.read_only).map_err(undo)?;
     }
     drop(lock);
-
-    let handler = Arc::new(Handler {
-        tx: parking_lot::Mutex::new(tx.clone()),
-        counters: counters.clone(),
-        mountpoint: mountpoint.display().to_string(),
-        passthrough: fuse.passthrough.clone(),
-    });
-    let finish = |e: Error| -> Error {
-        let _lock = state.lock();
-        undo(e)
-    };
-    let control = ControlServer::start(&record.control, handler.clone()).map_err(finish)?;
-    let metrics = match spec.metrics {
-        Some(addr) => {
-            let h = handler.clone();
-            Some(http::serve(addr, Arc::new(move || h.stats().prometheus())).map_err(finish)?)
-        }
-        None => None,
-    };
-    let pid_file = match &spec.pid_file {
-        Some(p) => Some(PidFile::create(p).map_err(finish)?),
-        None => None,
-    };
-    Ok(Mounted {
-        state: state.clone(),
-        record,
-        counters,
-        events,
-        tx,
-        _fuse: fuse,
-        control,
-        _pid_file: pid_file,
-        metrics,
-    })
+    let view = MountView { mountpoint, counters, passthrough: fuse.passthrough.clone() };
+    Ok(Mounted { record, view, _fuse: fuse })
 }
 
 impl Mounted {
@@ -259,83 +195,17 @@ impl Mounted {
         &self.record
     }
 
-    /// Where `--metrics` listens (the bound port when 0 was asked).
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics
+    pub fn mountpoint(&self) -> &Path {
+        &self.record.mountpoint
     }
 
-    pub fn counters(&self) -> &Arc<Counters> {
-        &self.counters
+    pub fn view(&self) -> &MountView {
+        &self.view
     }
 
-    /// A sender for events (the signal thread uses it).
-    pub fn events(&self) -> Sender<Event> {
-        self.tx.clone()
-    }
-
-    fn stop(&self, lazy: bool) -> Result<()> {
-        let _lock = self.state.lock()?;
-        teardown(&self.state, &self.record, lazy)
-    }
-
-    /// Wait for the session threads after the FUSE unmount.
-    fn wait_session_end(&self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match self.events.recv_timeout(left) {
-                Ok(Event::SessionEnded(_)) | Err(_) => return,
-                Ok(Event::Shutdown { reply, .. }) => {
-                    let _ = reply.send(Ok(()));
-                }
-                Ok(Event::Signal(_)) => {}
-            }
-        }
-    }
-
-    /// Serve until a stop request succeeds or the session ends.
-    pub fn run(self) -> Result<()> {
-        loop {
-            let ev = self
-                .events
-                .recv()
-                .map_err(|_| Error::new(ErrorKind::Io, "event channel closed"))?;
-            match ev {
-                Event::Signal(sig) => {
-                    tracing::info!("signal {sig}: unmounting {}", self.record.mountpoint.display());
-                    match self.stop(false) {
-                        Ok(()) => break,
-                        Err(e) => tracing::error!("cannot unmount: {e}; still serving"),
-                    }
-                }
-                Event::Shutdown { lazy, reply } => match self.stop(lazy) {
-                    Ok(()) => {
-                        self.wait_session_end();
-                        let _ = reply.send(Ok(()));
-                        // Let the control thread write the answer before exit.
-                        self.control.drain(Duration::from_secs(5));
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e.to_string()));
-                    }
-                },
-                Event::SessionEnded(r) => {
-                    tracing::warn!(
-                        "FUSE session at {} ended ({r:?}); cleaning up",
-                        self.record.lower.display()
-                    );
-                    // The lower is gone: the overlay above it is useless.
-                    let _ = self.stop(true);
-                    return Ok(());
-                }
-            }
-        }
-        self.wait_session_end();
-        Ok(())
-    }
-
-    /// Still mounted as recorded (for tests and `list`).
-    pub fn is_mounted(&self) -> bool {
-        mount::mounted_at(&self.record.mountpoint).ok().flatten().is_some()
+    /// Unmount (overlay, FUSE, volume if unused) under the state lock.
+    pub fn stop(&self, state: &StateDir, lazy: bool) -> Result<()> {
+        let _lock = state.lock()?;
+        teardown(state, &self.record, lazy)
     }
 }

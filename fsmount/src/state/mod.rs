@@ -8,8 +8,8 @@
 //! STATE/volumes/<id>/        where image / device volumes are mounted
 //! STATE/mounts/<id>.toml     one record per mountpoint (written atomically)
 //! STATE/mounts/<id>/lower    the FUSE mount under an overlay
-//! STATE/mounts/<id>/ctl.sock control socket of the serving process
-//! STATE/mounts/<id>/fsmount.{pid,log}   default pid and log files
+//! STATE/servers/<cache-id>.sock  socket of the process serving that cache
+//! STATE/servers/<cache-id>.{pid,log}  its default pid and log files
 //! ```
 //!
 //! Records say what was set up; teardown checks mountinfo for what is still
@@ -74,7 +74,7 @@ impl StateDir {
         let root = std::fs::canonicalize(root)
             .map_err(|e| Error::io(format!("resolve state directory {}", root.display()), e))?;
         let s = StateDir { root };
-        for d in [s.mounts_dir(), s.volumes_dir()] {
+        for d in [s.mounts_dir(), s.volumes_dir(), s.servers_dir()] {
             std::fs::create_dir_all(&d)
                 .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
@@ -96,6 +96,11 @@ impl StateDir {
 
     pub fn volumes_dir(&self) -> PathBuf {
         self.root.join("volumes")
+    }
+
+    /// Sockets (and default pid and log files) of serving processes.
+    pub fn servers_dir(&self) -> PathBuf {
+        self.root.join("servers")
     }
 
     pub fn mounts_dir(&self) -> PathBuf {

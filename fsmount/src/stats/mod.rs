@@ -3,7 +3,6 @@
 //! a [`Snapshot`] is what `fsmount stats`, `fsmount list` and the
 //! Prometheus endpoint show.
 
-pub mod control;
 pub mod http;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -115,40 +114,9 @@ impl Snapshot {
         self.latency_buckets.iter().sum()
     }
 
-    /// Prometheus text exposition format (version 0.0.4).
+    /// Prometheus text of this mount alone.
     pub fn prometheus(&self) -> String {
-        let label = format!("mountpoint=\"{}\"", escape_label(&self.mountpoint));
-        let mut s = String::new();
-        let counters: [(&str, &str, u64); 9] = [
-            ("chunks_fetched", "Chunks fetched from a store", self.chunks_fetched),
-            ("fetched_bytes", "Plaintext bytes fetched from a store", self.bytes_fetched),
-            ("fetch_errors", "Chunk fetches that failed", self.fetch_errors),
-            ("cache_hits", "Chunk reads served from the local cache", self.cache_hits),
-            ("cache_misses", "Chunk reads that needed a fetch", self.cache_misses),
-            ("files_opened", "Files opened", self.files_opened),
-            ("passthrough_opens", "Opens served by FUSE passthrough", self.passthrough_opens),
-            ("reads", "FUSE read requests", self.reads),
-            ("read_bytes", "Bytes returned by FUSE reads", self.bytes_read),
-        ];
-        for (name, help, v) in counters {
-            s.push_str(&format!(
-                "# HELP zosfs_fsmount_{name}_total {help}.\n# TYPE zosfs_fsmount_{name}_total counter\nzosfs_fsmount_{name}_total{{{label}}} {v}\n"
-            ));
-        }
-        let h = "zosfs_fsmount_fetch_latency_seconds";
-        s.push_str(&format!("# HELP {h} Latency of chunk fetches.\n# TYPE {h} histogram\n"));
-        let mut cum = 0;
-        for (i, n) in self.latency_buckets.iter().enumerate() {
-            cum += n;
-            let le = match LATENCY_BOUNDS_US.get(i) {
-                Some(b) => format!("{}", *b as f64 / 1e6),
-                None => "+Inf".to_string(),
-            };
-            s.push_str(&format!("{h}_bucket{{{label},le=\"{le}\"}} {cum}\n"));
-        }
-        s.push_str(&format!("{h}_sum{{{label}}} {}\n", self.latency_sum_us as f64 / 1e6));
-        s.push_str(&format!("{h}_count{{{label}}} {cum}\n"));
-        s
+        prometheus(std::slice::from_ref(self))
     }
 
     /// Human-readable form for `fsmount stats`.
@@ -189,6 +157,51 @@ impl Snapshot {
     }
 }
 
+/// Prometheus text exposition format (version 0.0.4): every metric family
+/// once, one sample per mount (label `mountpoint`).
+pub fn prometheus(snaps: &[Snapshot]) -> String {
+    type Field = fn(&Snapshot) -> u64;
+    let counters: [(&str, &str, Field); 9] = [
+        ("chunks_fetched", "Chunks fetched from a store", |s| s.chunks_fetched),
+        ("fetched_bytes", "Plaintext bytes fetched from a store", |s| s.bytes_fetched),
+        ("fetch_errors", "Chunk fetches that failed", |s| s.fetch_errors),
+        ("cache_hits", "Chunk reads served from the local cache", |s| s.cache_hits),
+        ("cache_misses", "Chunk reads that needed a fetch", |s| s.cache_misses),
+        ("files_opened", "Files opened", |s| s.files_opened),
+        ("passthrough_opens", "Opens served by FUSE passthrough", |s| s.passthrough_opens),
+        ("reads", "FUSE read requests", |s| s.reads),
+        ("read_bytes", "Bytes returned by FUSE reads", |s| s.bytes_read),
+    ];
+    let label = |s: &Snapshot| format!("mountpoint=\"{}\"", escape_label(&s.mountpoint));
+    let mut out = String::new();
+    for (name, help, get) in counters {
+        let n = format!("zosfs_fsmount_{name}_total");
+        out.push_str(&format!("# HELP {n} {help}.\n# TYPE {n} counter\n"));
+        for s in snaps {
+            out.push_str(&format!("{n}{{{}}} {}\n", label(s), get(s)));
+        }
+    }
+    let h = "zosfs_fsmount_fetch_latency_seconds";
+    out.push_str(&format!(
+        "# HELP {h} Latency of reads that fetched chunks.\n# TYPE {h} histogram\n"
+    ));
+    for s in snaps {
+        let l = label(s);
+        let mut cum = 0;
+        for (i, n) in s.latency_buckets.iter().enumerate() {
+            cum += n;
+            let le = match LATENCY_BOUNDS_US.get(i) {
+                Some(b) => format!("{}", *b as f64 / 1e6),
+                None => "+Inf".to_string(),
+            };
+            out.push_str(&format!("{h}_bucket{{{l},le=\"{le}\"}} {cum}\n"));
+        }
+        out.push_str(&format!("{h}_sum{{{l}}} {}\n", s.latency_sum_us as f64 / 1e6));
+        out.push_str(&format!("{h}_count{{{l}}} {cum}\n"));
+    }
+    out
+}
+
 fn fmt_us(us: u64) -> String {
     if us >= 1_000_000 {
         format!("{}s", us as f64 / 1e6)
@@ -225,6 +238,12 @@ mod tests {
         assert!(text.contains("le=\"0.025\"} 2\n"));
         assert!(text.contains("le=\"+Inf\"} 3\n"));
         assert!(text.contains("_count{mountpoint=\"/mnt/\\\"x\\\"\"} 3"));
+        // Two mounts: each family once, a sample per mount.
+        let mut other = s.clone();
+        other.mountpoint = "/b".into();
+        let both = prometheus(&[s.clone(), other]);
+        assert_eq!(both.matches("# TYPE zosfs_fsmount_cache_hits_total counter").count(), 1);
+        assert!(both.contains("zosfs_fsmount_cache_hits_total{mountpoint=\"/b\"} 3"));
         // Round trip through the control socket's encoding.
         let back: Snapshot = toml::from_str(&toml::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);

@@ -1,0 +1,296 @@
+//! The fsmount server: one process per (state directory, node cache)
+//! serves every mount that uses that cache.
+//!
+//! Why one process: the node cache keeps one LazyFile per distinct file
+//! content and the local chunk store, both owned exclusively by one
+//! process (they are flock'ed). Two mounts of the same flist share those
+//! files only if the same process serves both. So `fsmount FLIST MNT`
+//! first asks a running server (STATE/servers/<cache-id>.sock) to add the
+//! mount, and becomes the server itself only when none runs. The server
+//! exits when its last mount is unmounted.
+//!
+//! Everything that changes mounts runs in [`Server::run`]'s loop, one event
+//! at a time: requests from the socket ([`listener`]), termination
+//! signals, and FUSE sessions that ended from outside.
+
+pub mod client;
+pub mod listener;
+pub mod protocol;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+
+use crate::daemon::PidFile;
+use crate::error::{Error, ErrorKind, Result};
+use crate::lifecycle::{self, MountSpec, MountView, Mounted, ServerFiles};
+use crate::state::StateDir;
+use crate::stats::{Counters, http, prometheus};
+use crate::tree::{self, Tree};
+use listener::Listener;
+use protocol::{Answer, Request};
+
+/// Settings of the serving process (taken from the mount that starts it).
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// The node cache (LazyFiles, flist unpack cache, local chunk store).
+    pub cache_dir: PathBuf,
+    /// Byte budget of the node cache.
+    pub cache_size: Option<u64>,
+    pub metrics: Option<SocketAddr>,
+    pub pid_file: Option<PathBuf>,
+    pub log_file: Option<PathBuf>,
+}
+
+/// What the serving loop acts on.
+pub enum Event {
+    Signal(i32),
+    Request {
+        req: Request,
+        reply: Sender<Answer>,
+    },
+    /// A FUSE session ended (unmounted or aborted from outside).
+    SessionEnded {
+        mountpoint: PathBuf,
+    },
+}
+
+type Views = Arc<RwLock<BTreeMap<PathBuf, MountView>>>;
+
+pub struct Server {
+    state: StateDir,
+    opts: ServerOptions,
+    files: ServerFiles,
+    mounts: BTreeMap<PathBuf, Mounted>,
+    views: Views,
+    events: Receiver<Event>,
+    tx: Sender<Event>,
+    listener: Listener,
+    metrics: Option<SocketAddr>,
+    _pid_file: Option<PidFile>,
+}
+
+impl Server {
+    /// Become the server for this state directory and cache.
+    /// Err(Busy) when one already answers on its socket.
+    pub fn bind(state: &StateDir, opts: ServerOptions) -> Result<Server> {
+        let socket = client::socket_path(state, &opts.cache_dir);
+        let (tx, events) = channel();
+        let listener = {
+            let _lock = state.lock()?;
+            if let Ok(Answer::Ok(_)) = client::call(&socket, &Request::Ping, Duration::from_secs(5))
+            {
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    format!("an fsmount server already serves {}", socket.display()),
+                ));
+            }
+            Listener::start(&socket, tx.clone())?
+        };
+        let views: Views = Arc::default();
+        let metrics = match opts.metrics {
+            Some(addr) => {
+                let v = views.clone();
+                let render = move || {
+                    let snaps: Vec<_> = v.read().values().map(MountView::snapshot).collect();
+                    prometheus(&snaps)
+                };
+                Some(http::serve(addr, Arc::new(render))?)
+            }
+            None => None,
+        };
+        let pid_file = opts.pid_file.as_deref().map(PidFile::create).transpose()?;
+        Ok(Server {
+            state: state.clone(),
+            files: ServerFiles {
+                control: socket,
+                pid_file: opts.pid_file.clone(),
+                log_file: opts.log_file.clone(),
+            },
+            opts,
+            mounts: BTreeMap::new(),
+            views,
+            events,
+            tx,
+            listener,
+            metrics,
+            _pid_file: pid_file,
+        })
+    }
+
+    pub fn socket(&self) -> &Path {
+        self.listener.path()
+    }
+
+    /// Where `--metrics` listens (the bound port when 0 was asked).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
+    /// A sender for events (the signal thread uses it).
+    pub fn events(&self) -> Sender<Event> {
+        self.tx.clone()
+    }
+
+    pub fn options(&self) -> &ServerOptions {
+        &self.opts
+    }
+
+    /// Open what a mount shows, lowest layer first.
+    fn open_tree(&self, spec: &MountSpec) -> Result<Arc<dyn Tree>> {
+        let mut layers: Vec<Arc<dyn Tree>> = Vec::new();
+        for s in &spec.sources {
+            if s.is_dir() {
+                layers.push(Arc::new(tree::dir::DirTree::open(s)?));
+            } else {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "{}: flist files are served once the flist reader is in place",
+                        s.display()
+                    ),
+                ));
+            }
+        }
+        if layers.len() == 1 {
+            return Ok(layers.pop().expect("one layer"));
+        }
+        Ok(Arc::new(tree::union::UnionTree::new(layers)?))
+    }
+
+    /// Set up one mount; returns a line describing it.
+    pub fn mount(&mut self, spec: &MountSpec) -> Result<String> {
+        let tree = self.open_tree(spec)?;
+        let counters = Arc::new(Counters::default());
+        let tx = self.tx.clone();
+        let mp = std::fs::canonicalize(&spec.mountpoint).unwrap_or(spec.mountpoint.clone());
+        let on_end = Box::new(move |r: std::io::Result<()>| {
+            if let Err(e) = r {
+                tracing::warn!("FUSE session of {} ended: {e}", mp.display());
+            }
+            let _ = tx.send(Event::SessionEnded { mountpoint: mp });
+        });
+        let m = lifecycle::setup(&self.state, spec, tree, counters, &self.files, on_end)?;
+        let mp = m.mountpoint().to_path_buf();
+        let what = match &spec.rw {
+            Some(rw) if spec.read_only => {
+                format!("mounted at {} (rw layer {rw}, read-only)", mp.display())
+            }
+            Some(rw) => format!("mounted at {} (rw layer {rw})", mp.display()),
+            None => format!("mounted at {} (read-only)", mp.display()),
+        };
+        tracing::info!("{what}");
+        self.views.write().insert(mp.clone(), m.view().clone());
+        self.mounts.insert(mp, m);
+        Ok(what)
+    }
+
+    fn unmount(&mut self, mp: &Path, lazy: bool) -> Result<()> {
+        let m = self.mounts.get(mp).ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("{} is not served here", mp.display()))
+        })?;
+        m.stop(&self.state, lazy)?;
+        tracing::info!("unmounted {}", mp.display());
+        self.views.write().remove(mp);
+        self.mounts.remove(mp);
+        Ok(())
+    }
+
+    fn handle(&mut self, req: Request) -> Answer {
+        let res = match req {
+            Request::Ping => Ok("pong".to_string()),
+            Request::Mount { spec } => self.mount(&spec),
+            Request::Umount { mountpoint, lazy } => self
+                .unmount(&mountpoint, lazy)
+                .map(|()| format!("unmounted {}", mountpoint.display())),
+            Request::Stats { mountpoint } => match self.views.read().get(&mountpoint) {
+                Some(v) => toml::to_string(&v.snapshot())
+                    .map_err(|e| Error::new(ErrorKind::Io, format!("encode stats: {e}"))),
+                None => Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("{} is not served here", mountpoint.display()),
+                )),
+            },
+            Request::Metrics => {
+                let snaps: Vec<_> = self.views.read().values().map(MountView::snapshot).collect();
+                Ok(prometheus(&snaps))
+            }
+        };
+        match res {
+            Ok(body) => Answer::Ok(body),
+            Err(e) => Answer::Error(crate::error::chain(&e)),
+        }
+    }
+
+    /// Unmount everything (on a signal). Mounts that are busy stay and
+    /// keep being served; `lazy` detaches them instead.
+    fn stop_all(&mut self, lazy: bool) {
+        let mps: Vec<PathBuf> = self.mounts.keys().cloned().collect();
+        for mp in mps {
+            if let Err(e) = self.unmount(&mp, lazy) {
+                tracing::error!("cannot unmount {}: {e}; still serving it", mp.display());
+            }
+        }
+    }
+
+    /// Serve until no mount is left.
+    pub fn run(mut self) -> Result<()> {
+        let mut signals = 0;
+        while !self.mounts.is_empty() {
+            let Ok(ev) = self.events.recv() else { break };
+            match ev {
+                Event::Signal(sig) => {
+                    signals += 1;
+                    tracing::info!("signal {sig}: unmounting everything");
+                    // A second signal detaches what is still busy.
+                    self.stop_all(signals > 1);
+                }
+                Event::Request { req, reply } => {
+                    let a = self.handle(req);
+                    let _ = reply.send(a);
+                }
+                Event::SessionEnded { mountpoint } => {
+                    if let Some(m) = self.mounts.remove(&mountpoint) {
+                        tracing::warn!(
+                            "{} lost its FUSE session; cleaning up",
+                            mountpoint.display()
+                        );
+                        self.views.write().remove(&mountpoint);
+                        if let Err(e) = m.stop(&self.state, true) {
+                            tracing::error!("clean up {}: {e}", mountpoint.display());
+                        }
+                    }
+                }
+            }
+        }
+        self.finish();
+        Ok(())
+    }
+
+    /// No mount left: stop taking requests (new clients then start a new
+    /// server), tell queued ones to retry, and let answers be written.
+    fn finish(&self) {
+        {
+            // Under the lock: a new server binds the path under it too.
+            let _lock = self.state.lock();
+            self.listener.unlink();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.events.recv_timeout(Duration::from_millis(20)) {
+                Ok(Event::Request { reply, .. }) => {
+                    let _ = reply.send(Answer::Retry);
+                }
+                Ok(_) => {}
+                Err(_) if self.listener.idle() || Instant::now() > deadline => break,
+                Err(_) => {}
+            }
+        }
+        self.listener.drain(Duration::from_secs(5));
+    }
+}
