@@ -102,6 +102,12 @@ impl Error {
         }
     }
 
+    /// Prefix more context, keeping kind and source.
+    pub fn context_prefix(mut self, what: impl fmt::Display) -> Self {
+        self.context = format!("{what}: {}", self.context);
+        self
+    }
+
     /// The whole chain on one line, for logs and error messages.
     pub fn chain(&self) -> String {
         let mut s = self.to_string();
@@ -128,8 +134,7 @@ impl From<zosfs_store::Error> for Error {
                 ErrorKind::Io
             }
         };
-        let context = e.context().to_string();
-        Error::with_source(kind, context, e)
+        Error::with_source(kind, "chunk store", e)
     }
 }
 

@@ -9,10 +9,15 @@
 //!   (concurrent requests, out-of-order replies, one writer per
 //!   connection), clean shutdown.
 //! * [`device`] — the [`device::BlockDevice`] trait and the devices behind
-//!   exports (`blank:SIZE` as a local sparse file).
+//!   exports: LazyFiles filled from nothing (`blank:SIZE`) or from a file
+//!   of an flist (`IMAGE.flist:/path`).
+//! * [`commit`] — a device's content as a new image flist.
+//! * [`config`] — the TOML configuration file.
 //! * [`error`] — the crate's one error type, mapped to NBD error values at
 //!   one edge ([`error::Error::nbd_code`]).
 
+pub mod commit;
+pub mod config;
 pub mod device;
 pub mod error;
 pub mod proto;

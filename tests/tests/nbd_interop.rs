@@ -69,11 +69,12 @@ fn nbdinfo_list_can_and_map() -> Result<()> {
     }
     ensure!(nbdinfo_flag("--can", "multi-conn", &ro)?);
 
-    // Write 64 KiB at 1 MiB, then map both contexts.
+    // Write 64 KiB at 1 MiB, then map both contexts: state is kept per
+    // 1 MiB chunk, so the written chunk is data and the rest reads as zeros.
     run(Command::new("qemu-io").args(["-f", "raw", &disk, "-c", "write -P 0xab 1M 64k"]))?;
     let map = run_text(Command::new("nbdinfo").arg("--map").arg(&disk))?;
     let rows: Vec<Vec<&str>> = map.lines().map(|l| l.split_whitespace().collect()).collect();
-    let expect = [["0", "1048576", "3"], ["1048576", "65536", "0"], ["1114112", "65994752", "3"]];
+    let expect = [["0", "1048576", "3"], ["1048576", "1048576", "0"], ["2097152", "65011712", "3"]];
     ensure!(rows.len() == 3, "unexpected map:\n{map}");
     for (row, want) in rows.iter().zip(expect) {
         ensure!(row[..3] == want, "map row {row:?}, expected {want:?}:\n{map}");
@@ -233,18 +234,18 @@ if sr:
         seen[ctx] = list(entries)
         return 0
     h.block_status(1 << 20, 40 << 20, cb)
-    assert seen["base:allocation"] == [65536, 0, 983040, 3], seen
+    # The written 1 MiB chunk is data; blank chunks are local zeros.
+    assert seen["base:allocation"] == [1 << 20, 0], seen
     assert seen["zosfs:cached"] == [1 << 20, 1], seen
     chunks = []
     def chunk(sub, off, status, err):
         chunks.append((off, len(sub), status))
         return 0
-    # Hole, data, hole: the holes come as OFFSET_HOLE chunks.
+    # Across a chunk boundary: the blank chunk comes as an OFFSET_HOLE.
     got = h.pread_structured(3 * 65536, (40 << 20) - 65536, chunk)
     assert got == bytes(65536) + buf + bytes(65536)
     assert sorted(chunks) == [((40 << 20) - 65536, 65536, nbd.READ_HOLE),
-                              (40 << 20, 65536, nbd.READ_DATA),
-                              ((40 << 20) + 65536, 65536, nbd.READ_HOLE)], chunks
+                              (40 << 20, 2 * 65536, nbd.READ_DATA)], chunks
     # Don't-fragment: one data chunk even across a hole.
     chunks.clear()
     h.pread_structured(65536, (40 << 20) - 4096, chunk, flags=nbd.CMD_FLAG_DF)

@@ -7,10 +7,13 @@
 //! what makes `NBD_FLAG_CAN_MULTI_CONN` true: a flush on any connection
 //! covers writes acknowledged on all of them.
 //!
-//! Devices: [`sparse::SparseFile`] (a thin `blank:SIZE` disk in a local
-//! sparse file). [`spec`] parses the `--export NAME=SPEC` strings.
+//! Devices: [`lazy::LazyDevice`], a `LazyFile` (local sparse cache file +
+//! persisted chunk states) filled from a blank source (`blank:SIZE`) or
+//! from the chunks of a file in an flist ([`image`]). [`spec`] parses the
+//! `--export NAME=SPEC` strings.
 
-pub mod sparse;
+pub mod image;
+pub mod lazy;
 pub mod spec;
 
 use async_trait::async_trait;

@@ -1,6 +1,8 @@
 //! Export specifications as given on the command line or in the config:
-//! `NAME=blank:SIZE`. Parsing is strict and every error names what was
-//! wrong.
+//! `NAME=blank:SIZE` or `NAME=IMAGE.flist:/path/in/flist`. Parsing is
+//! strict and every error names what was wrong.
+
+use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 
@@ -9,6 +11,8 @@ use crate::error::{Error, Result};
 pub enum DeviceSpec {
     /// A thin empty disk of this many bytes.
     Blank { size: u64 },
+    /// A regular file inside an flist, lazily filled from the store.
+    Image { flist: PathBuf, path: String },
 }
 
 /// `NAME=SPEC`, parsed.
@@ -62,9 +66,34 @@ pub fn parse_size(s: &str) -> Result<u64> {
 
 impl DeviceSpec {
     pub fn parse(s: &str) -> Result<Self> {
-        match s.split_once(':') {
-            Some(("blank", size)) => Ok(DeviceSpec::Blank { size: parse_size(size)? }),
-            _ => Err(Error::invalid(format!("device {s:?}: expected blank:SIZE (e.g. blank:10G)"))),
+        if let Some(size) = s.strip_prefix("blank:") {
+            return Ok(DeviceSpec::Blank { size: parse_size(size)? });
+        }
+        // FLIST:/path — the path inside the flist is absolute.
+        if let Some((flist, path)) = s.split_once(":/") {
+            if !flist.is_empty() && !path.is_empty() && !path.ends_with('/') {
+                return Ok(DeviceSpec::Image { flist: flist.into(), path: format!("/{path}") });
+            }
+        }
+        Err(Error::invalid(format!(
+            "device {s:?}: expected blank:SIZE (e.g. blank:10G) or IMAGE.flist:/path/in/flist"
+        )))
+    }
+
+    /// Path of the file inside the flist a commit writes.
+    pub fn file_path(&self) -> &str {
+        match self {
+            DeviceSpec::Blank { .. } => "/disk.raw",
+            DeviceSpec::Image { path, .. } => path,
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Blank { size } => write!(f, "blank:{size}"),
+            DeviceSpec::Image { flist, path } => write!(f, "{}:{path}", flist.display()),
         }
     }
 }
@@ -100,8 +129,17 @@ mod tests {
         let e = ExportSpec::parse("disk0=blank:1G", false).unwrap();
         assert_eq!(e.name, "disk0");
         assert_eq!(e.device, DeviceSpec::Blank { size: 1 << 30 });
-        for bad in ["disk", "=blank:1G", "../x=blank:1G", ".d=blank:1G", "d=file:/x", "d=blank:"] {
+        let i = ExportSpec::parse("vm=/srv/u.flist:/img/disk.raw", true).unwrap();
+        assert!(i.read_only);
+        assert_eq!(
+            i.device,
+            DeviceSpec::Image { flist: "/srv/u.flist".into(), path: "/img/disk.raw".into() }
+        );
+        assert_eq!(i.device.file_path(), "/img/disk.raw");
+        for bad in ["disk", "=blank:1G", "../x=blank:1G", ".d=blank:1G", "d=x.flist", "d=blank:"] {
             assert!(ExportSpec::parse(bad, false).is_err(), "{bad}");
         }
+        assert!(ExportSpec::parse("d=:/x", false).is_err());
+        assert!(ExportSpec::parse("d=a.flist:/", false).is_err());
     }
 }

@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 
+use super::export::Export;
 use crate::device::{BlockDevice, Extent, ReadPiece, ZeroMode};
 use crate::error::Error;
 use crate::proto::{Command, ErrorCode, Session, reply};
@@ -30,52 +31,68 @@ pub fn error_reply(s: &Session, cookie: u64, code: ErrorCode, message: &str) -> 
     vec![Bytes::from(frame)]
 }
 
-fn status_reply(s: &Session, cookie: u64, r: Result<(), Error>) -> Vec<Bytes> {
-    match r {
-        // A payload-free success may always be a simple reply.
-        Ok(()) => vec![Bytes::from(reply::simple(cookie, None))],
-        Err(e) => failed(s, cookie, &e),
-    }
-}
-
 fn failed(s: &Session, cookie: u64, e: &Error) -> Vec<Bytes> {
     tracing::debug!("request {cookie:#x} failed: {}", e.chain());
     error_reply(s, cookie, e.nbd_code(), &e.to_string())
 }
 
-/// Execute `cmd`; `payload` is the data of a WRITE.
+/// Execute `cmd` on the export's device (`payload`: the data of a WRITE),
+/// count it, and encode the reply.
 pub async fn execute(
-    dev: &dyn BlockDevice,
+    export: &Export,
     s: &Session,
     cookie: u64,
     cmd: Command,
     payload: Bytes,
 ) -> Vec<Bytes> {
-    match cmd {
-        Command::Read { offset, length, df } => match dev.read(offset, length).await {
-            Ok(pieces) => read_reply(s, cookie, offset, pieces, df),
-            Err(e) => failed(s, cookie, &e),
-        },
-        Command::Write { offset, fua, .. } => {
-            status_reply(s, cookie, dev.write(offset, payload, fua).await)
+    let result = run(export.device.as_ref(), s, cookie, cmd, payload).await;
+    export.counters.count(&cmd, result.is_ok());
+    match result {
+        Ok(parts) => parts,
+        Err(e) => failed(s, cookie, &e),
+    }
+}
+
+/// The reply of a successful command, or its error.
+async fn run(
+    dev: &dyn BlockDevice,
+    s: &Session,
+    cookie: u64,
+    cmd: Command,
+    payload: Bytes,
+) -> Result<Vec<Bytes>, Error> {
+    // A payload-free success may always be a simple reply.
+    let done = || vec![Bytes::from(reply::simple(cookie, None))];
+    Ok(match cmd {
+        Command::Read { offset, length, df } => {
+            read_reply(s, cookie, offset, dev.read(offset, length).await?, df)
         }
-        Command::Flush => status_reply(s, cookie, dev.flush().await),
+        Command::Write { offset, fua, .. } => {
+            dev.write(offset, payload, fua).await?;
+            done()
+        }
+        Command::Flush => {
+            dev.flush().await?;
+            done()
+        }
         Command::Trim { offset, length, fua } => {
-            status_reply(s, cookie, dev.trim(offset, length, fua).await)
+            dev.trim(offset, length, fua).await?;
+            done()
         }
         Command::Cache { offset, length } => {
-            status_reply(s, cookie, dev.cache(offset, length).await)
+            dev.cache(offset, length).await?;
+            done()
         }
         Command::WriteZeroes { offset, length, fua, no_hole, fast } => {
-            let mode = ZeroMode { no_hole, fast };
-            status_reply(s, cookie, dev.write_zeroes(offset, length, mode, fua).await)
+            dev.write_zeroes(offset, length, ZeroMode { no_hole, fast }, fua).await?;
+            done()
         }
         Command::BlockStatus { offset, length, req_one } => {
-            block_status_reply(dev, s, cookie, offset, length, req_one).await
+            block_status_reply(dev, s, cookie, offset, length, req_one).await?
         }
         // The reader handles DISC itself; answering it would break the spec.
         Command::Disconnect => Vec::new(),
-    }
+    })
 }
 
 fn read_reply(
@@ -160,18 +177,15 @@ async fn block_status_reply(
     offset: u64,
     length: u32,
     req_one: bool,
-) -> Vec<Bytes> {
+) -> Result<Vec<Bytes>, Error> {
     let mut out = Vec::with_capacity(s.contexts.len());
     for (i, ctx) in s.contexts.iter().enumerate() {
-        let extents = match dev.block_status(*ctx, offset, length).await {
-            Ok(x) => x,
-            Err(e) => return failed(s, cookie, &e),
-        };
+        let extents = dev.block_status(*ctx, offset, length).await?;
         let last = i + 1 == s.contexts.len();
         let d = descriptors(&extents, length, req_one);
         out.push(Bytes::from(reply::block_status(cookie, ctx.id(), &d, last)));
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]

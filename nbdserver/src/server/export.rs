@@ -3,22 +3,39 @@
 //! as a whole (config reload) without disturbing connections already in
 //! transmission, which hold their own `Arc<Export>`.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use tokio::sync::Mutex as AsyncMutex;
+use zosfs_store::DynStore;
+use zosfs_store::engine::IoEngine;
+use zosfs_store::lazy::{BlankSource, ChunkSource, Layout, LazyFile, LazyOptions, StoreSource};
+
+use super::stats::ExportCounters;
 use crate::device::BlockDevice;
+use crate::device::image::Image;
+use crate::device::lazy::LazyDevice;
+use crate::device::spec::{DeviceSpec, ExportSpec};
+use crate::error::{Error, Result};
 use crate::proto::consts::*;
+
+/// Chunk size of blank devices (the preferred block size they advertise).
+pub const BLANK_CHUNK: u32 = 1 << 20;
 
 pub struct Export {
     pub name: String,
-    pub device: Arc<dyn BlockDevice>,
+    pub spec: ExportSpec,
+    pub device: Arc<LazyDevice>,
     pub read_only: bool,
+    /// The image a device was made from (None: blank), for commit.
+    pub image: Option<Arc<Image>>,
+    /// Store the device fetches from (None: blank without --store).
+    pub store: Option<DynStore>,
+    pub counters: ExportCounters,
 }
 
 impl Export {
-    pub fn new(name: impl Into<String>, device: Arc<dyn BlockDevice>, read_only: bool) -> Self {
-        Export { name: name.into(), device, read_only }
-    }
-
     pub fn description(&self) -> String {
         let ro = if self.read_only { ", read-only" } else { "" };
         format!("{}{ro}", self.device.describe())
@@ -76,27 +93,123 @@ impl ExportTable {
     }
 }
 
-/// Chunk size of blank devices (the preferred block size they advertise).
-pub const BLANK_CHUNK: u32 = 1 << 20;
+/// What opening exports needs: where caches live, the stores, the engine.
+pub struct Opener {
+    pub cache_dir: PathBuf,
+    /// `--store` URLs; empty: an image's own routes (password-less stores).
+    pub store_urls: Vec<String>,
+    pub engine: Arc<dyn IoEngine>,
+    pub router: zosfs_store::RouterConfig,
+    /// Routers already opened, by URL list.
+    routers: AsyncMutex<HashMap<Vec<String>, DynStore>>,
+}
 
-impl Export {
-    /// Open the device an export spec names, keeping its state under
+impl Opener {
+    pub fn new(cache_dir: &Path, store_urls: Vec<String>, engine: Arc<dyn IoEngine>) -> Self {
+        Opener {
+            cache_dir: cache_dir.to_path_buf(),
+            store_urls,
+            engine,
+            router: zosfs_store::RouterConfig::default(),
+            routers: AsyncMutex::new(HashMap::new()),
+        }
+    }
+
+    /// The router over `urls` (opened once, then shared).
+    pub async fn store(&self, urls: &[String]) -> Result<DynStore> {
+        if urls.is_empty() {
+            return Err(Error::invalid("no store: give --store URL"));
+        }
+        let mut map = self.routers.lock().await;
+        if let Some(s) = map.get(urls) {
+            return Ok(s.clone());
+        }
+        let r: DynStore = zosfs_store::router::open_urls(urls, &self.router).await?;
+        map.insert(urls.to_vec(), r.clone());
+        Ok(r)
+    }
+
+    /// The store for `--store`, if any was given.
+    pub async fn default_store(&self) -> Result<Option<DynStore>> {
+        if self.store_urls.is_empty() {
+            return Ok(None);
+        }
+        self.store(&self.store_urls.clone()).await.map(Some)
+    }
+
+    /// Where the flists of image exports are unpacked.
+    pub fn flist_cache(&self) -> PathBuf {
+        // Export names never start with a dot, so this cannot clash.
+        self.cache_dir.join(".flists")
+    }
+
+    /// Data file of an export's LazyFile (its state file sits next to it).
+    pub fn data_path(&self, name: &str) -> PathBuf {
+        self.cache_dir.join(name).join("disk")
+    }
+
+    /// Open the device an export spec names, with its state under
     /// `cache_dir/NAME/`.
-    pub fn open(
-        spec: &crate::device::spec::ExportSpec,
-        cache_dir: &std::path::Path,
-        engine: Arc<dyn zosfs_store::engine::IoEngine>,
-    ) -> crate::error::Result<Self> {
-        use crate::device::spec::DeviceSpec;
-        let dir = cache_dir.join(&spec.name);
-        let device: Arc<dyn BlockDevice> = match spec.device {
-            DeviceSpec::Blank { size } => Arc::new(crate::device::sparse::SparseFile::open(
-                &dir.join("blank.img"),
-                size,
-                BLANK_CHUNK,
-                engine,
-            )?),
+    pub async fn open(&self, spec: &ExportSpec) -> Result<Export> {
+        let opts = LazyOptions {
+            engine: Some(self.engine.clone()),
+            writable: !spec.read_only,
+            ..LazyOptions::default()
         };
-        Ok(Export::new(spec.name.clone(), device, spec.read_only))
+        let (layout, source, image, store, what): (Layout, Arc<dyn ChunkSource>, _, _, String) =
+            match &spec.device {
+                DeviceSpec::Blank { size } => {
+                    let layout = Layout::fixed(BLANK_CHUNK, *size)?;
+                    let store = self.default_store().await?;
+                    (
+                        layout,
+                        Arc::new(BlankSource),
+                        None,
+                        store,
+                        format!("blank thin disk of {size} bytes"),
+                    )
+                }
+                DeviceSpec::Image { flist, path } => {
+                    let cache = self.flist_cache();
+                    let (f, p) = (flist.clone(), path.clone());
+                    let image = tokio::task::spawn_blocking(move || Image::open(&f, &p, &cache))
+                        .await
+                        .map_err(|e| Error::with_source(crate::ErrorKind::Io, "open flist", e))??;
+                    let urls = if self.store_urls.is_empty() {
+                        image.header.routes.clone()
+                    } else {
+                        self.store_urls.clone()
+                    };
+                    let store = self.store(&urls).await.map_err(|e| {
+                        Error::invalid(format!("{spec}: no usable store ({})", e.chain()))
+                    })?;
+                    let source = Arc::new(StoreSource::new(store.clone(), image.origins.clone()));
+                    let what = format!("image {} of {} bytes", spec.device, image.layout.size());
+                    (image.layout.clone(), source, Some(Arc::new(image)), Some(store), what)
+                }
+            };
+        let path = self.data_path(&spec.name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        }
+        let lazy = LazyFile::open(&path, layout, source, opts)
+            .await
+            .map_err(|e| Error::from(e).context_prefix(format!("export {}", spec.name)))?;
+        Ok(Export {
+            name: spec.name.clone(),
+            spec: spec.clone(),
+            device: Arc::new(LazyDevice::new(lazy, what)),
+            read_only: spec.read_only,
+            image,
+            store,
+            counters: ExportCounters::default(),
+        })
+    }
+}
+
+impl std::fmt::Display for ExportSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.name, self.device)
     }
 }

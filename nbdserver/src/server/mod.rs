@@ -6,24 +6,28 @@
 //! and reply writer), [`execute`] (command → device → reply), [`export`]
 //! (the export table). Wire formats are in `crate::proto`.
 
+pub mod control;
 pub mod execute;
 pub mod export;
 pub mod negotiate;
+pub mod stats;
 pub mod transmission;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 
-pub use export::{Export, ExportTable};
+pub use export::{Export, ExportTable, Opener};
 pub use transmission::Limits;
 
+use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 use transmission::End;
 
@@ -49,8 +53,14 @@ impl Default for ServerConfig {
 
 /// A bound listening socket.
 pub enum Listener {
+    /// NBD over TCP.
     Tcp(TcpListener),
+    /// NBD over a unix socket.
     Unix(UnixListener, PathBuf),
+    /// The control socket (`nbdserver stats`).
+    Control(UnixListener, PathBuf),
+    /// Prometheus metrics over HTTP.
+    Metrics(TcpListener),
 }
 
 impl Listener {
@@ -62,16 +72,18 @@ impl Listener {
 
     /// Bind a unix socket; a stale socket file nobody listens on is replaced.
     pub fn unix(path: &Path) -> Result<Self> {
-        if path.exists() {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(Error::invalid(format!("{} is in use by a server", path.display())));
-            }
-            std::fs::remove_file(path)
-                .map_err(|e| Error::io(format!("remove stale {}", path.display()), e))?;
-        }
-        let l = UnixListener::bind(path)
-            .map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
-        Ok(Listener::Unix(l, path.to_path_buf()))
+        Ok(Listener::Unix(bind_unix(path)?, path.to_path_buf()))
+    }
+
+    pub fn control(path: &Path) -> Result<Self> {
+        Ok(Listener::Control(bind_unix(path)?, path.to_path_buf()))
+    }
+
+    pub async fn metrics(addr: &str) -> Result<Self> {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io(format!("listen on {addr} for metrics"), e))?;
+        Ok(Listener::Metrics(l))
     }
 
     /// Where it listens, for logs (the real port when bound to port 0).
@@ -81,8 +93,30 @@ impl Listener {
                 l.local_addr().map_or("tcp:?".into(), |a: SocketAddr| a.to_string())
             }
             Listener::Unix(_, p) => format!("unix:{}", p.display()),
+            Listener::Control(_, p) => format!("control socket {}", p.display()),
+            Listener::Metrics(l) => {
+                l.local_addr().map_or("metrics:?".into(), |a| format!("http://{a}/metrics"))
+            }
         }
     }
+
+    fn socket_path(&self) -> Option<&Path> {
+        match self {
+            Listener::Unix(_, p) | Listener::Control(_, p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+fn bind_unix(path: &Path) -> Result<UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(Error::invalid(format!("{} is in use by a server", path.display())));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| Error::io(format!("remove stale {}", path.display()), e))?;
+    }
+    UnixListener::bind(path).map_err(|e| Error::io(format!("listen on {}", path.display()), e))
 }
 
 struct Shared {
@@ -116,11 +150,16 @@ impl Server {
         let mut accept_tasks = Vec::new();
         let mut sockets = Vec::new();
         for l in listeners {
-            if let Listener::Unix(_, p) = &l {
-                sockets.push(p.clone());
+            if let Some(p) = l.socket_path() {
+                sockets.push(p.to_path_buf());
             }
             let (shared, stop, drain) = (self.shared.clone(), stop_rx.clone(), drain_tx.clone());
-            accept_tasks.push(tokio::spawn(accept_loop(l, shared, stop, drain)));
+            let exports = self.shared.exports.clone();
+            accept_tasks.push(match l {
+                Listener::Control(l, _) => tokio::spawn(control::serve_control(l, exports, stop)),
+                Listener::Metrics(l) => tokio::spawn(control::serve_metrics(l, exports, stop)),
+                l => tokio::spawn(accept_loop(l, shared, stop, drain)),
+            });
         }
         drop(drain_tx);
         stop.await;
@@ -199,6 +238,8 @@ async fn accept(l: &Listener) -> std::io::Result<Conn> {
     match l {
         Listener::Tcp(l) => l.accept().await.map(|(s, a)| Conn::Tcp(s, a)),
         Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Conn::Unix(s)),
+        // Served by their own loops (see `Server::run`).
+        Listener::Control(..) | Listener::Metrics(_) => std::future::pending().await,
     }
 }
 
@@ -233,7 +274,12 @@ async fn connection<R, W>(
         n.session.contexts
     );
     let name = n.export.name.clone();
-    match transmission::run(rd, wr, n.export, n.session, cfg.limits, stop).await {
+    let export = n.export.clone();
+    export.counters.connections.fetch_add(1, Ordering::Relaxed);
+    export.counters.connections_total.fetch_add(1, Ordering::Relaxed);
+    let end = transmission::run(rd, wr, n.export, n.session, cfg.limits, stop).await;
+    export.counters.connections.fetch_sub(1, Ordering::Relaxed);
+    match end {
         End::Disconnect | End::Shutdown => tracing::debug!("{peer}: {name}: closed"),
         End::Violation(why) => tracing::warn!("{peer}: {name}: closing: {why}"),
         End::Io(e) => tracing::info!("{peer}: {name}: connection lost: {e}"),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::export::{Export, ExportTable};
+use crate::device::BlockDevice;
 use crate::error::{Error, ErrorKind, Result};
 use crate::proto::consts::*;
 use crate::proto::handshake::{self as hs, ClientFlags, ClientOption, InfoRequest, OptionHeader};

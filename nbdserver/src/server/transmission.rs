@@ -155,6 +155,7 @@ where
             Verdict::Run(cmd) => cmd,
             Verdict::Reject(Rejection { error, message, discard: n }) => {
                 tracing::debug!("request {:#x} refused: {message}", header.cookie);
+                export.counters.error();
                 let skipped = tokio::select! {
                     biased;
                     _ = shutdown.wait_for(|s| *s) => break End::Shutdown,
@@ -192,7 +193,7 @@ where
         let (tx, export, session) = (tx.clone(), export.clone(), session.clone());
         let cookie = header.cookie;
         tasks.spawn(async move {
-            let parts = execute(export.device.as_ref(), &session, cookie, cmd, payload).await;
+            let parts = execute(&export, &session, cookie, cmd, payload).await;
             let _ = tx.send(Frame { parts, _permit: Some(permit) });
         });
     };

@@ -1,11 +1,61 @@
-//! `nbdserver`: serve thin block devices over NBD.
+//! `nbdserver`: serve thin block devices over NBD; commit a device as a
+//! new image flist; show a running server's counters.
 
+mod commit;
 mod serve;
+mod settings;
+mod stats;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+/// Serve thin, lazily filled block devices over the NBD protocol.
+///
+/// Each export names a device; clients pick it by name (the first export
+/// is also the default, empty name). A device's state lives in
+/// CACHE_DIR/NAME/ and survives restarts: whatever was written before the
+/// last acknowledged FLUSH (or FUA write) is there after a crash.
+///
+/// SPEC forms:
+///   blank:SIZE             a thin empty disk, SIZE with K/M/G/T suffix
+///   IMAGE.flist:/path      a file inside an flist (a VM disk image), its
+///                          chunks fetched from --store on first read
+///
+/// Clients:
+///   nbdinfo nbd://127.0.0.1:10809/NAME
+///   qemu-system-x86_64 -drive file=nbd://127.0.0.1:10809/NAME,format=raw
+///   nbd-client -N NAME 127.0.0.1 10809 /dev/nbd0
+///
+/// Protocol: fixed-newstyle NBD, structured replies, block status
+/// (base:allocation, zosfs:cached), multi-conn, FUA, TRIM, WRITE_ZEROES
+/// (fast zero), CACHE. SIGTERM/SIGINT: stop accepting, answer in-flight
+/// requests, flush every device, exit 0. SIGHUP: re-read --config and add
+/// or remove exports.
+#[derive(Parser, Debug)]
+#[command(
+    name = "nbdserver",
+    version,
+    verbatim_doc_comment,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    serve: serve::ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Write an export's current content as a new image flist (uploads
+    /// only the chunks that changed). The server must not be serving it.
+    Commit(commit::CommitArgs),
+    /// Print the counters of a running server (via its control socket).
+    Stats(stats::StatsArgs),
+}
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -19,8 +69,13 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     init_logging();
-    let cli = serve::Cli::parse();
-    match serve::run(cli) {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        None => serve::run(cli.serve),
+        Some(Cmd::Commit(a)) => commit::run(a),
+        Some(Cmd::Stats(a)) => stats::run(a),
+    };
+    match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nbdserver: {e:#}");

@@ -1,38 +1,23 @@
-//! Arguments of the server and its start-up / shutdown sequence.
+//! Serving: start-up, SIGHUP reload of the export list, clean shutdown.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use clap::Parser;
-use zosfs_nbdserver::device::spec::ExportSpec;
-use zosfs_nbdserver::server::{Export, ExportTable, Listener, Server, ServerConfig};
-use zosfs_store::engine::{EngineChoice, shared_engine};
+use anyhow::{Context, Result};
+use zosfs_nbdserver::config::FillMode;
+use zosfs_nbdserver::device::BlockDevice;
+use zosfs_nbdserver::device::spec::{DeviceSpec, ExportSpec, parse_size};
+use zosfs_nbdserver::server::control::control_path;
+use zosfs_nbdserver::server::{Export, ExportTable, Listener, Opener, Server, ServerConfig};
+use zosfs_store::engine::shared_engine;
 
-/// Serve thin block devices over the NBD protocol.
-///
-/// Each --export names a device; clients pick it by name (the first export
-/// is also the default, empty name). A device's state lives in
-/// CACHE_DIR/NAME/ and survives restarts: whatever was written before the
-/// last acknowledged FLUSH (or FUA write) is there after a crash.
-///
-/// SPEC forms:
-///   blank:SIZE   a thin empty disk, SIZE with K/M/G/T suffix (blank:20G)
-///
-/// Clients:
-///   nbdinfo nbd://127.0.0.1:10809/NAME
-///   qemu-img info nbd://127.0.0.1:10809/NAME
-///   qemu-system-x86_64 -drive file=nbd://127.0.0.1:10809/NAME,format=raw
-///   nbd-client -N NAME 127.0.0.1 10809 /dev/nbd0
-///
-/// The server speaks fixed-newstyle NBD with structured replies, block
-/// status (contexts base:allocation and zosfs:cached), multi-conn, FUA,
-/// TRIM, WRITE_ZEROES (fast zero), CACHE. SIGTERM or SIGINT: stop accepting,
-/// answer in-flight requests, flush every device, exit 0.
-#[derive(Parser, Debug)]
-#[command(name = "nbdserver", version, verbatim_doc_comment)]
-pub struct Cli {
+use crate::settings::{DeviceArgs, Settings};
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub devices: DeviceArgs,
     /// TCP address to listen on (repeatable). Default 127.0.0.1:10809,
     /// unless only --unix is given.
     #[arg(long, value_name = "ADDR")]
@@ -40,87 +25,158 @@ pub struct Cli {
     /// Unix socket to listen on (nbd+unix:///NAME?socket=PATH).
     #[arg(long, value_name = "PATH")]
     pub unix: Option<PathBuf>,
-    /// Directory holding device state (one subdirectory per export).
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: PathBuf,
-    /// A read-write export, NAME=SPEC (repeatable).
-    #[arg(long = "export", value_name = "NAME=SPEC")]
-    pub exports: Vec<String>,
-    /// A read-only export, NAME=SPEC (repeatable).
-    #[arg(long = "export-ro", value_name = "NAME=SPEC")]
-    pub exports_ro: Vec<String>,
-    /// Disk I/O engine: auto (io_uring if usable), uring, sync.
-    #[arg(long, default_value = "auto")]
-    pub engine: EngineChoice,
+    /// Background fill of image devices: none, or background (fetch every
+    /// chunk so the device no longer needs the network).
+    #[arg(long, value_name = "MODE")]
+    pub fill: Option<FillMode>,
+    /// Bandwidth cap of the background fill, bytes/s (e.g. 50M).
+    #[arg(long, value_name = "RATE")]
+    pub fill_bandwidth: Option<String>,
+    /// Serve Prometheus metrics over HTTP on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
-fn specs(cli: &Cli) -> Result<Vec<ExportSpec>> {
-    let mut out = Vec::new();
-    let mut names = BTreeSet::new();
-    let all =
-        cli.exports.iter().map(|s| (s, false)).chain(cli.exports_ro.iter().map(|s| (s, true)));
-    for (s, ro) in all {
-        let spec = ExportSpec::parse(s, ro)?;
-        if !names.insert(spec.name.clone()) {
-            bail!("export {:?} is given twice", spec.name);
+/// What start-up and reloads need to open devices.
+struct Ctx {
+    opener: Opener,
+    fill: FillMode,
+    bandwidth: Option<u64>,
+}
+
+impl Ctx {
+    async fn open(&self, spec: &ExportSpec) -> Result<Arc<Export>> {
+        let e = self.opener.open(spec).await.with_context(|| format!("export {}", spec.name))?;
+        if self.fill == FillMode::Background && matches!(spec.device, DeviceSpec::Image { .. }) {
+            e.device.start_fill(0, e.device.size(), self.bandwidth);
         }
-        out.push(spec);
+        tracing::info!("export {}: {}", e.name, e.description());
+        Ok(Arc::new(e))
     }
-    if out.is_empty() {
-        bail!("no exports: give at least one --export NAME=SPEC (e.g. --export disk=blank:10G)");
-    }
-    Ok(out)
 }
 
-async fn listeners(cli: &Cli) -> Result<Vec<Listener>> {
+async fn listeners(a: &ServeArgs, s: &Settings) -> Result<Vec<Listener>> {
     let mut out = Vec::new();
-    let mut tcp = cli.listen.clone();
-    if tcp.is_empty() && cli.unix.is_none() {
+    let mut tcp = if a.listen.is_empty() { s.file.listen.clone() } else { a.listen.clone() };
+    let unix = a.unix.clone().or_else(|| s.file.unix.clone());
+    if tcp.is_empty() && unix.is_none() {
         tcp.push("127.0.0.1:10809".into());
     }
     for addr in &tcp {
         out.push(Listener::tcp(addr).await?);
     }
-    if let Some(p) = &cli.unix {
+    if let Some(p) = &unix {
         out.push(Listener::unix(p)?);
+    }
+    out.push(Listener::control(&control_path(&s.cache_dir))?);
+    if let Some(m) = a.metrics.clone().or_else(|| s.file.metrics.clone()) {
+        out.push(Listener::metrics(&m).await?);
     }
     Ok(out)
 }
 
-async fn stop_signal() {
+/// Re-read the config: keep unchanged exports, open new ones, drop removed
+/// ones. An export whose device changed is replaced only when no client
+/// uses it (its cache must be closed before it is opened again). An export
+/// that fails to open is logged and left out; the others still change.
+async fn reload(args: &DeviceArgs, ctx: &Ctx, table: &ExportTable) -> Result<()> {
+    let settings = args.resolve()?;
+    let mut old: Vec<Arc<Export>> = table.all();
+    let mut next = Vec::new();
+    for spec in &settings.specs {
+        let Some(pos) = old.iter().position(|e| e.name == spec.name) else {
+            match ctx.open(spec).await {
+                Ok(e) => next.push(e),
+                Err(e) => tracing::error!("{e:#}"),
+            }
+            continue;
+        };
+        // References: the table's and `old`'s; more means clients.
+        if old[pos].spec == *spec || Arc::strong_count(&old[pos]) > 2 {
+            if old[pos].spec != *spec {
+                tracing::error!("export {}: in use, keeping its old device", spec.name);
+            }
+            next.push(old.remove(pos));
+            continue;
+        }
+        let e = old.remove(pos);
+        table.replace(table.all().into_iter().filter(|o| o.name != e.name).collect());
+        e.device.cancel_fills();
+        let lazy = e.device.lazy().clone();
+        drop(e);
+        match tokio::time::timeout(Duration::from_secs(10), lazy.close()).await {
+            Ok(Ok(())) => match ctx.open(spec).await {
+                Ok(e) => next.push(e),
+                Err(e) => tracing::error!("{e:#}"),
+            },
+            Ok(Err(e)) => tracing::error!("close {}: {}", spec.name, e.chain()),
+            Err(_) => tracing::error!("export {}: still in use, not replaced", spec.name),
+        }
+    }
+    for e in old {
+        tracing::info!("export {} removed", e.name);
+        e.device.cancel_fills();
+        if let Err(err) = e.device.flush().await {
+            tracing::error!("flush {}: {}", e.name, err.chain());
+        }
+    }
+    table.replace(next);
+    Ok(())
+}
+
+async fn stop_signal(args: DeviceArgs, ctx: Arc<Ctx>, table: Arc<ExportTable>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => return tracing::info!("SIGTERM"),
+            _ = int.recv() => return tracing::info!("SIGINT"),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                match reload(&args, &ctx, &table).await {
+                    Ok(()) => tracing::info!("reloaded: {} exports", table.all().len()),
+                    Err(e) => tracing::error!("reload failed, keeping the running set: {e:#}"),
+                }
+            }
+        }
     }
 }
 
-pub fn run(cli: Cli) -> Result<()> {
-    let specs = specs(&cli)?;
+pub fn run(a: ServeArgs) -> Result<()> {
+    let settings = a.devices.resolve()?;
+    settings.require_exports()?;
+    let bandwidth =
+        a.fill_bandwidth.as_deref().map(parse_size).transpose()?.or(settings.file.bandwidth()?);
+    let fill = settings.fill(a.fill);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        std::fs::create_dir_all(&cli.cache_dir)
-            .with_context(|| format!("create cache dir {}", cli.cache_dir.display()))?;
-        let engine = shared_engine(cli.engine).context("open the I/O engine")?;
+        std::fs::create_dir_all(&settings.cache_dir)
+            .with_context(|| format!("create cache dir {}", settings.cache_dir.display()))?;
+        let engine = shared_engine(a.devices.engine).context("open the I/O engine")?;
+        let opener = Opener::new(&settings.cache_dir, settings.stores.clone(), engine.clone());
+        let ctx = Arc::new(Ctx { opener, fill, bandwidth });
         let mut exports = Vec::new();
-        for spec in &specs {
-            let e = Export::open(spec, &cli.cache_dir, engine.clone())
-                .with_context(|| format!("export {}", spec.name))?;
-            tracing::info!("export {}: {}", e.name, e.description());
-            exports.push(Arc::new(e));
+        for spec in &settings.specs {
+            exports.push(ctx.open(spec).await?);
         }
-        let server = Server::new(Arc::new(ExportTable::new(exports)), ServerConfig::default());
-        let listeners = listeners(&cli).await?;
+        let table = Arc::new(ExportTable::new(exports));
+        let server = Server::new(table.clone(), ServerConfig::default());
+        let listeners = listeners(&a, &settings).await?;
         for l in &listeners {
             tracing::info!("listening on {} (I/O engine {})", l.describe(), engine.name());
         }
-        server.run(listeners, stop_signal()).await?;
+        let stop = stop_signal(a.devices.clone(), ctx.clone(), table.clone());
+        server.run(listeners, stop).await?;
+        for e in table.all() {
+            e.device.cancel_fills();
+        }
         tracing::info!("all devices flushed; exiting");
         Ok(())
     })

@@ -1,0 +1,81 @@
+//! Where a server's settings come from: `--config FILE` (TOML) and flags,
+//! flags adding to or overriding the file.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use zosfs_nbdserver::config::{ConfigFile, FillMode, check_unique};
+use zosfs_nbdserver::device::spec::ExportSpec;
+use zosfs_store::engine::EngineChoice;
+
+/// Flags that say which devices exist (shared by serve and commit).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// TOML configuration (see the nbdserver README section); flags add to it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory holding device state (one subdirectory per export).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// A read-write export, NAME=SPEC (repeatable).
+    #[arg(long = "export", value_name = "NAME=SPEC")]
+    pub exports: Vec<String>,
+    /// A read-only export, NAME=SPEC (repeatable).
+    #[arg(long = "export-ro", value_name = "NAME=SPEC")]
+    pub exports_ro: Vec<String>,
+    /// Chunk store URL (repeatable: replicas). Default: the routes recorded
+    /// in each image's flist.
+    #[arg(long = "store", value_name = "URL")]
+    pub stores: Vec<String>,
+    /// Disk I/O engine: auto (io_uring if usable), uring, sync.
+    #[arg(long, default_value = "auto")]
+    pub engine: EngineChoice,
+}
+
+/// Everything resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub file: ConfigFile,
+    pub cache_dir: PathBuf,
+    pub specs: Vec<ExportSpec>,
+    pub stores: Vec<String>,
+}
+
+impl DeviceArgs {
+    pub fn resolve(&self) -> Result<Settings> {
+        let file = match &self.config {
+            Some(p) => ConfigFile::load(p)?,
+            None => ConfigFile::default(),
+        };
+        let cache_dir = self
+            .cache_dir
+            .clone()
+            .or_else(|| file.cache_dir.clone())
+            .context("no cache dir: give --cache-dir DIR or cache_dir in --config")?;
+        let mut specs = file.export_specs()?;
+        for s in &self.exports {
+            specs.push(ExportSpec::parse(s, false)?);
+        }
+        for s in &self.exports_ro {
+            specs.push(ExportSpec::parse(s, true)?);
+        }
+        check_unique(&specs)?;
+        let stores = if self.stores.is_empty() { file.store.clone() } else { self.stores.clone() };
+        Ok(Settings { file, cache_dir, specs, stores })
+    }
+}
+
+impl Settings {
+    pub fn fill(&self, flag: Option<FillMode>) -> FillMode {
+        flag.or(self.file.fill).unwrap_or_default()
+    }
+
+    pub fn require_exports(&self) -> Result<()> {
+        if self.specs.is_empty() {
+            bail!(
+                "no exports: give --export NAME=SPEC (e.g. --export disk=blank:10G) or a --config"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,149 @@
+//! Server configuration: a TOML file, command-line flags, or both (flags
+//! add to the file). Reloaded on SIGHUP, where only the export list may
+//! change.
+//!
+//! ```toml
+//! listen = ["127.0.0.1:10809"]
+//! unix = "/run/zosfs/nbd.sock"
+//! cache_dir = "/var/lib/zosfs/nbd"
+//! store = ["local:///var/lib/zosfs/chunks", "zdb://10.0.0.2:9900/images"]
+//! fill = "background"          # or "none" (default)
+//! fill_bandwidth = "50M"       # bytes per second, K/M/G suffixes
+//! metrics = "127.0.0.1:9109"
+//!
+//! [[export]]
+//! name = "vm1"
+//! device = "/images/ubuntu.flist:/disk.raw"
+//!
+//! [[export]]
+//! name = "scratch"
+//! device = "blank:20G"
+//! read_only = false
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::device::spec::{ExportSpec, parse_size};
+use crate::error::{Error, Result};
+
+/// Background fill of image devices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FillMode {
+    /// Fetch only what is read.
+    #[default]
+    None,
+    /// Also fetch every chunk in the background, under the bandwidth cap.
+    Background,
+}
+
+impl std::str::FromStr for FillMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(FillMode::None),
+            "background" => Ok(FillMode::Background),
+            _ => Err(Error::invalid(format!("fill mode {s:?}: expected none or background"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportEntry {
+    pub name: String,
+    pub device: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// The file's content, as written.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub listen: Vec<String>,
+    pub unix: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub store: Vec<String>,
+    pub fill: Option<FillMode>,
+    pub fill_bandwidth: Option<String>,
+    pub metrics: Option<String>,
+    #[serde(default, rename = "export")]
+    pub exports: Vec<ExportEntry>,
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("read config {}", path.display()), e))?;
+        toml::from_str(&text).map_err(|e| {
+            Error::invalid(format!("config {}: {}", path.display(), e.message().trim()))
+        })
+    }
+
+    /// The exports this file declares, parsed.
+    pub fn export_specs(&self) -> Result<Vec<ExportSpec>> {
+        self.exports
+            .iter()
+            .map(|e| ExportSpec::parse(&format!("{}={}", e.name, e.device), e.read_only))
+            .collect()
+    }
+
+    /// Bandwidth cap in bytes per second.
+    pub fn bandwidth(&self) -> Result<Option<u64>> {
+        self.fill_bandwidth.as_deref().map(parse_size).transpose()
+    }
+}
+
+/// Refuse two exports with one name.
+pub fn check_unique(specs: &[ExportSpec]) -> Result<()> {
+    let mut names = std::collections::BTreeSet::new();
+    for s in specs {
+        if !names.insert(s.name.as_str()) {
+            return Err(Error::invalid(format!("export {:?} is given twice", s.name)));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let text = r#"
+            listen = ["127.0.0.1:10809"]
+            cache_dir = "/var/lib/zosfs/nbd"
+            store = ["dir:///srv/chunks"]
+            fill = "background"
+            fill_bandwidth = "50M"
+            [[export]]
+            name = "vm1"
+            device = "/images/u.flist:/disk.raw"
+            [[export]]
+            name = "scratch"
+            device = "blank:20G"
+            read_only = true
+        "#;
+        let c: ConfigFile = toml::from_str(text).unwrap();
+        assert_eq!(c.fill, Some(FillMode::Background));
+        assert_eq!(c.bandwidth().unwrap(), Some(50 << 20));
+        let specs = c.export_specs().unwrap();
+        assert_eq!(specs.len(), 2);
+        assert!(specs[1].read_only);
+        check_unique(&specs).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_exports_are_errors() {
+        assert!(toml::from_str::<ConfigFile>("listne = []").is_err());
+        let c: ConfigFile =
+            toml::from_str("[[export]]\nname = \"a\"\ndevice = \"floppy\"\n").unwrap();
+        assert!(c.export_specs().is_err());
+    }
+}
