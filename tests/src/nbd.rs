@@ -357,3 +357,130 @@ impl Drop for Mounted {
         }
     }
 }
+
+// ---- Images in a chunk store replica ----
+
+/// `chunkstore serve` (the 0-db-compatible server) on a fixed port, so it
+/// can be stopped and started again at the same address.
+pub struct Replica {
+    pub port: u16,
+    pub data: PathBuf,
+    guard: Option<ChildGuard>,
+}
+
+impl Replica {
+    pub fn start(data: &Path) -> Result<Self> {
+        let mut r = Replica { port: free_port(), data: data.to_path_buf(), guard: None };
+        r.spawn()?;
+        Ok(r)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let mut cmd = Command::new(bin("chunkstore"));
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{}", self.port), "--data"])
+            .arg(&self.data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.guard = Some(ChildGuard::spawn(cmd, "chunkstore serve")?);
+        wait_port(self.port, Duration::from_secs(20))
+    }
+
+    /// The store URL (namespace `default`).
+    pub fn url(&self) -> String {
+        format!("zdb://127.0.0.1:{}/default", self.port)
+    }
+
+    /// Crash it (SIGKILL).
+    pub fn kill9(&mut self) {
+        if let Some(mut g) = self.guard.take() {
+            g.kill9();
+        }
+    }
+
+    /// Start it again on the same port and data.
+    pub fn restart(&mut self) -> Result<()> {
+        if let Some(mut g) = self.guard.take() {
+            g.terminate(Duration::from_secs(30))?;
+        }
+        self.spawn()
+    }
+}
+
+/// Write `disk.raw` of `size` bytes into a fresh directory: zeros except
+/// the given `(offset, length)` ranges, filled with [`pattern`] data.
+/// Returns the image path.
+pub fn disk_image(dir: &Path, size: u64, data: &[(u64, usize)]) -> Result<PathBuf> {
+    use std::os::unix::fs::FileExt;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("disk.raw");
+    let f = std::fs::File::create(&path)?;
+    f.set_len(size)?;
+    for (i, &(off, len)) in data.iter().enumerate() {
+        f.write_all_at(&pattern(1000 + i as u64, len), off)?;
+    }
+    f.sync_all()?;
+    Ok(path)
+}
+
+/// `flist pack DIR` into `out`, chunks to `store`.
+pub fn pack(dir: &Path, store: &str, out: &Path) -> Result<()> {
+    run(Command::new(bin("flist"))
+        .args(["pack", "--no-progress", "--store", store, "--output"])
+        .arg(out)
+        .arg(dir))?;
+    Ok(())
+}
+
+/// `nbdserver stats`: export name → counter → value.
+pub fn stats(
+    cache_dir: &Path,
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>> {
+    let text =
+        run_text(Command::new(bin("nbdserver")).arg("stats").arg("--cache-dir").arg(cache_dir))?;
+    let mut out = std::collections::BTreeMap::new();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("export ") {
+            cur = Some(name.to_string());
+            out.insert(name.to_string(), std::collections::BTreeMap::new());
+        } else if let (Some(c), Some((k, v))) = (&cur, line.trim().split_once(' ')) {
+            if let Ok(v) = v.parse::<u64>() {
+                out.get_mut(c).expect("inserted").insert(k.to_string(), v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One counter of one export.
+pub fn stat(cache_dir: &Path, export: &str, key: &str) -> Result<u64> {
+    let s = stats(cache_dir)?;
+    s.get(export)
+        .and_then(|e| e.get(key))
+        .copied()
+        .with_context(|| format!("no {key} for export {export} in nbdserver stats"))
+}
+
+/// `nbdsh` runs `python3 -m nbd`; the Debian module lives in the system
+/// interpreter, which may not be the first python3 on PATH.
+pub fn nbdsh() -> Command {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let mut c = Command::new("nbdsh");
+    c.env("PATH", format!("/usr/bin:{path}"));
+    c
+}
+
+/// Run a Python script under nbdsh with `sys.argv[1:] = args`.
+pub fn nbdsh_script(dir: &Path, name: &str, script: &str, args: &[&str]) -> Command {
+    let file = dir.join(name);
+    std::fs::write(&file, script).expect("write nbdsh script");
+    let argv: Vec<String> =
+        std::iter::once(name.to_string()).chain(args.iter().map(|s| s.to_string())).collect();
+    let code = format!(
+        "import sys; sys.argv = {argv:?}; exec(open({:?}).read())",
+        file.display().to_string()
+    );
+    let mut c = nbdsh();
+    c.arg("-c").arg(code);
+    c
+}

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use anyhow::{Result, ensure};
-use zosfs_tests::nbd::{NbdServer, pattern, run, run_text};
+use zosfs_tests::nbd::{NbdServer, nbdsh, pattern, run, run_text};
 
 const MIB: u64 = 1 << 20;
 
@@ -195,15 +195,6 @@ fn nbdcopy_both_directions_multi_conn() -> Result<()> {
     let map = run_text(Command::new("nbdinfo").arg("--map").arg(&disk))?;
     ensure!(map.lines().any(|l| l.split_whitespace().nth(2) == Some("3")), "no hole left:\n{map}");
     Ok(())
-}
-
-/// nbdsh runs `python3 -m nbd`; the Debian module lives in the system
-/// interpreter, which may not be the first python3 on PATH.
-fn nbdsh() -> Command {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let mut c = Command::new("nbdsh");
-    c.env("PATH", format!("/usr/bin:{path}"));
-    c
 }
 
 const NBDSH_SCRIPT: &str = r#"

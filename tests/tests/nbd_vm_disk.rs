@@ -1,12 +1,15 @@
 //! The life of a VM disk without the kernel NBD client: nbdfuse turns the
 //! export into a file, a loop device turns that into a block device; mkfs,
 //! mount, write, unmount, fsck; restart nbdserver; fsck and every file
-//! intact.
+//! intact; then `nbdserver commit` makes it an image, and a fresh device
+//! served from that image shows the same files.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Result, ensure};
-use zosfs_tests::nbd::{FuseFile, LoopDev, Mounted, NbdServer, pattern, run};
+use zosfs_tests::bin;
+use zosfs_tests::nbd::{FuseFile, LoopDev, Mounted, NbdServer, pattern, run, run_text, stat};
 
 fn files() -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> =
@@ -21,19 +24,35 @@ fn fsck(dev: &str) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn ext4_on_nbdfuse_loop_survives_restart() -> Result<()> {
-    let t = tempfile::tempdir()?;
-    let mut srv = NbdServer::start(&t.path().join("cache"), &["--export", "vm=blank:256M"])?;
-    let fuse_dir = t.path().join("fuse");
-    let mnt = t.path().join("mnt");
-    let want = files();
+/// Mount the export read-only through nbdfuse + loop, fsck it, and compare
+/// every file.
+fn check_files(t: &Path, uri: &str, want: &[(String, Vec<u8>)]) -> Result<()> {
+    let fuse = FuseFile::mount(&t.join("fuse"), uri)?;
+    let lo = LoopDev::attach(&fuse.file())?;
+    fsck(&lo.dev)?;
+    let m = Mounted::mount(&lo.dev, &t.join("mnt"), "ro")?;
+    for (name, data) in want {
+        let got = std::fs::read(m.dir.join(name))?;
+        ensure!(&got == data, "{name} differs");
+    }
+    m.unmount()?;
+    drop(lo);
+    fuse.unmount()
+}
 
+#[test]
+fn ext4_on_nbdfuse_loop_survives_restart_and_commit() -> Result<()> {
+    let t = tempfile::tempdir()?;
+    let store = format!("dir://{}", t.path().join("store").display());
+    let cache = t.path().join("cache");
+    let spec = "vm=blank:256M";
+    let mut srv = NbdServer::start(&cache, &["--store", &store, "--export", spec])?;
+    let want = files();
     {
-        let fuse = FuseFile::mount(&fuse_dir, &srv.uri("vm"))?;
+        let fuse = FuseFile::mount(&t.path().join("fuse"), &srv.uri("vm"))?;
         let lo = LoopDev::attach(&fuse.file())?;
         run(Command::new("mkfs.ext4").args(["-q", "-F", &lo.dev]))?;
-        let m = Mounted::mount(&lo.dev, &mnt, "rw")?;
+        let m = Mounted::mount(&lo.dev, &t.path().join("mnt"), "rw")?;
         for (name, data) in &want {
             std::fs::write(m.dir.join(name), data)?;
         }
@@ -43,19 +62,28 @@ fn ext4_on_nbdfuse_loop_survives_restart() -> Result<()> {
         drop(lo);
         fuse.unmount()?;
     }
+    let dirty = stat(&cache, "vm", "chunks_dirty")?;
+    ensure!(dirty > 0 && dirty < 256, "{dirty} dirty chunks after mkfs + 25 MiB of files");
 
     srv.restart()?;
+    check_files(t.path(), &srv.uri("vm"), &want)?;
+    srv.stop()?;
 
-    let fuse = FuseFile::mount(&fuse_dir, &srv.uri("vm"))?;
-    let lo = LoopDev::attach(&fuse.file())?;
-    fsck(&lo.dev)?;
-    let m = Mounted::mount(&lo.dev, &mnt, "ro")?;
-    for (name, data) in &want {
-        let got = std::fs::read(m.dir.join(name))?;
-        ensure!(&got == data, "{name} differs after restart");
-    }
-    m.unmount()?;
-    drop(lo);
-    fuse.unmount()?;
-    srv.stop()
+    // The disk becomes an image: only the chunks written are uploaded.
+    let image = t.path().join("vm.flist");
+    let out = run_text(
+        Command::new(bin("nbdserver"))
+            .args(["commit", "--cache-dir"])
+            .arg(&cache)
+            .args(["--store", &store, "--export", spec, "vm", "-o"])
+            .arg(&image),
+    )?;
+    ensure!(out.contains(&format!("{dirty} uploaded")), "commit: {out} (dirty {dirty})");
+
+    // A fresh device (new cache) from the new image shows the same files.
+    let spec2 = format!("vm2={}:/disk.raw", image.display());
+    let mut srv2 =
+        NbdServer::start(&t.path().join("cache2"), &["--store", &store, "--export", &spec2])?;
+    check_files(t.path(), &srv2.uri("vm2"), &want)?;
+    srv2.stop()
 }
