@@ -79,13 +79,16 @@ impl Image {
         }
         let data = fl.data(inode.ino).map_err(flist_err(format!("chunks of {shown}")))?;
         let mut zeros = ZeroKeys::default();
-        let origins: Vec<Origin> = data
+        let origins = data
             .iter()
             .map(|c| match c {
-                DataChunk::Zck1(r) if zeros.is_zero(r) => Origin::Zeros(u64::from(r.len)),
-                DataChunk::Zck1(r) => Origin::Chunk(*r),
+                DataChunk::Zck1(r) if zeros.is_zero(r) => Ok(Origin::Zeros(u64::from(r.len))),
+                DataChunk::Zck1(r) => Ok(Origin::Chunk(*r)),
+                _ => Err(Error::invalid(format!(
+                    "{shown}: chunks in a legacy codec; convert the flist first (flist convert)"
+                ))),
             })
-            .collect();
+            .collect::<Result<Vec<Origin>>>()?;
         let total: u64 = origins.iter().map(Origin::len).sum();
         if total != inode.size {
             return Err(Error::invalid(format!(
