@@ -17,4 +17,4 @@ pub mod wire;
 pub use consts::ErrorCode;
 pub use handshake::{BlockSizes, ClientOption, OptionError};
 pub use meta::MetaContext;
-pub use request::{Command, RequestHeader, Session, Verdict};
+pub use request::{Command, FrameError, RequestHeader, Session, Verdict, parse_request};

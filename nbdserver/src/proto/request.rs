@@ -1,12 +1,14 @@
 //! Transmission-phase requests: the 28-byte header, and its validation
 //! against what was negotiated for the session.
 //!
-//! [`RequestHeader::parse`] only checks the magic (a wrong magic means the
-//! stream is out of sync and the connection must close). [`validate`] then
-//! turns a header into exactly one [`Verdict`]: a [`Command`] to run, a
-//! [`Rejection`] to answer with an error (after skipping any payload so the
-//! stream stays in sync), or a reason to close. Both are pure functions on
-//! bytes and plain data, which is what the fuzz target drives.
+//! [`parse_request`] is the one entry point the server (and the fuzz
+//! target) uses: bytes in, and either a [`FrameError`] (the stream cannot
+//! be trusted any more: close the connection) or the header with exactly
+//! one [`Verdict`]: a [`Command`] to run, or a [`Rejection`] to answer with
+//! an error after skipping any payload so the stream stays in sync.
+//! [`RequestHeader::parse`] checks the magic, [`validate`] the rest against
+//! the negotiated [`Session`]. All are pure functions on bytes and plain
+//! data.
 
 use super::consts::*;
 use super::meta::MetaContext;
@@ -28,6 +30,8 @@ pub enum FrameError {
     BadMagic(u32),
     #[error("write of {length} bytes exceeds the maximum payload of {max} bytes")]
     PayloadTooLarge { length: u32, max: u32 },
+    #[error("request of {0} bytes is shorter than the {REQUEST_HEADER_LEN}-byte header")]
+    Truncated(usize),
 }
 
 fn be<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
@@ -134,16 +138,32 @@ pub struct Rejection {
     pub discard: u32,
 }
 
-/// The outcome of validating one header.
+/// The outcome of validating one header whose stream is still in sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Run(Command),
     Reject(Rejection),
-    Close(FrameError),
 }
 
-fn reject(error: ErrorCode, discard: u32, message: impl Into<String>) -> Verdict {
-    Verdict::Reject(Rejection { error, message: message.into(), discard })
+/// Parse and validate the request at the start of `bytes` against the
+/// session. Only the 28-byte header is read: a WRITE's payload (the
+/// header's `length` bytes) follows it and is the caller's to read or
+/// skip ([`Rejection::discard`]). Never panics, whatever the input.
+pub fn parse_request(bytes: &[u8], s: &Session) -> Result<(RequestHeader, Verdict), FrameError> {
+    let head: &[u8; REQUEST_HEADER_LEN] = bytes
+        .get(..REQUEST_HEADER_LEN)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(FrameError::Truncated(bytes.len()))?;
+    let header = RequestHeader::parse(head)?;
+    Ok((header, validate(&header, s)?))
+}
+
+fn reject(
+    error: ErrorCode,
+    discard: u32,
+    message: impl Into<String>,
+) -> Result<Verdict, FrameError> {
+    Ok(Verdict::Reject(Rejection { error, message: message.into(), discard }))
 }
 
 fn command_name(kind: u16) -> &'static str {
@@ -175,14 +195,16 @@ fn allowed_flags(kind: u16, s: &Session) -> u16 {
     }
 }
 
-/// Validate a header against the session. Never panics, whatever the input.
-pub fn validate(h: &RequestHeader, s: &Session) -> Verdict {
+/// Validate a header against the session: an error only when the stream
+/// cannot be resynchronised (a WRITE payload too large to skip safely).
+/// Never panics, whatever the input.
+pub fn validate(h: &RequestHeader, s: &Session) -> Result<Verdict, FrameError> {
     let (off, len) = (h.offset, h.length);
     let is_write = h.kind == CMD_WRITE;
     // Payload bytes to skip when refusing (only WRITE carries a payload).
     let payload = if is_write { len } else { 0 };
     if is_write && len > s.max_payload {
-        return Verdict::Close(FrameError::PayloadTooLarge { length: len, max: s.max_payload });
+        return Err(FrameError::PayloadTooLarge { length: len, max: s.max_payload });
     }
     if h.kind > CMD_BLOCK_STATUS {
         return reject(ErrorCode::Invalid, 0, format!("unknown command {}", h.kind));
@@ -193,13 +215,13 @@ pub fn validate(h: &RequestHeader, s: &Session) -> Verdict {
         return reject(ErrorCode::Invalid, payload, format!("flags {bad:#x} not valid for {name}"));
     }
     if h.kind == CMD_DISC {
-        return Verdict::Run(Command::Disconnect);
+        return Ok(Verdict::Run(Command::Disconnect));
     }
     if h.kind == CMD_FLUSH {
         if off != 0 || len != 0 {
             return reject(ErrorCode::Invalid, 0, "FLUSH needs offset and length 0");
         }
-        return Verdict::Run(Command::Flush);
+        return Ok(Verdict::Run(Command::Flush));
     }
     let writes = matches!(h.kind, CMD_WRITE | CMD_TRIM | CMD_WRITE_ZEROES);
     if writes && s.read_only() {
@@ -230,7 +252,7 @@ pub fn validate(h: &RequestHeader, s: &Session) -> Verdict {
         );
     }
     let fua = h.flags & CMD_FLAG_FUA != 0;
-    Verdict::Run(match h.kind {
+    Ok(Verdict::Run(match h.kind {
         CMD_READ => Command::Read { offset: off, length: len, df: h.flags & CMD_FLAG_DF != 0 },
         CMD_WRITE => Command::Write { offset: off, length: len, fua },
         CMD_TRIM => Command::Trim { offset: off, length: len, fua },
@@ -247,7 +269,7 @@ pub fn validate(h: &RequestHeader, s: &Session) -> Verdict {
             length: len,
             req_one: h.flags & CMD_FLAG_REQ_ONE != 0,
         },
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -274,6 +296,11 @@ mod tests {
         RequestHeader { flags, kind, cookie: 7, offset, length }
     }
 
+    /// A verdict for a frame that keeps the stream in sync.
+    fn v(h: &RequestHeader, s: &Session) -> Verdict {
+        validate(h, s).expect("stream stays in sync")
+    }
+
     fn rejected(v: Verdict) -> (ErrorCode, u32) {
         match v {
             Verdict::Reject(r) => (r.error, r.discard),
@@ -294,11 +321,11 @@ mod tests {
     fn valid_commands() {
         let s = session(false);
         assert_eq!(
-            validate(&hdr(CMD_READ, CMD_FLAG_DF, 0, 4096), &s),
+            v(&hdr(CMD_READ, CMD_FLAG_DF, 0, 4096), &s),
             Verdict::Run(Command::Read { offset: 0, length: 4096, df: true })
         );
         assert_eq!(
-            validate(&hdr(CMD_WRITE_ZEROES, CMD_FLAG_NO_HOLE | CMD_FLAG_FAST_ZERO, 0, 1 << 20), &s),
+            v(&hdr(CMD_WRITE_ZEROES, CMD_FLAG_NO_HOLE | CMD_FLAG_FAST_ZERO, 0, 1 << 20), &s),
             Verdict::Run(Command::WriteZeroes {
                 offset: 0,
                 length: 1 << 20,
@@ -309,58 +336,70 @@ mod tests {
         );
         // FUA is accepted on any command once advertised.
         assert_eq!(
-            validate(&hdr(CMD_BLOCK_STATUS, CMD_FLAG_FUA | CMD_FLAG_REQ_ONE, 0, 10), &s),
+            v(&hdr(CMD_BLOCK_STATUS, CMD_FLAG_FUA | CMD_FLAG_REQ_ONE, 0, 10), &s),
             Verdict::Run(Command::BlockStatus { offset: 0, length: 10, req_one: true })
         );
-        assert_eq!(validate(&hdr(CMD_DISC, 0, 5, 5), &s), Verdict::Run(Command::Disconnect));
-        assert_eq!(validate(&hdr(CMD_FLUSH, 0, 0, 0), &s), Verdict::Run(Command::Flush));
+        assert_eq!(v(&hdr(CMD_DISC, 0, 5, 5), &s), Verdict::Run(Command::Disconnect));
+        assert_eq!(v(&hdr(CMD_FLUSH, 0, 0, 0), &s), Verdict::Run(Command::Flush));
         // A zero-length request at the very end is inside the export.
-        assert!(matches!(validate(&hdr(CMD_TRIM, 0, 1 << 20, 0), &s), Verdict::Run(_)));
+        assert!(matches!(v(&hdr(CMD_TRIM, 0, 1 << 20, 0), &s), Verdict::Run(_)));
     }
 
     #[test]
     fn malformed_requests() {
         let s = session(false);
-        assert_eq!(rejected(validate(&hdr(99, 0, 0, 0), &s)), (ErrorCode::Invalid, 0));
-        assert_eq!(rejected(validate(&hdr(CMD_WRITE, 1 << 9, 0, 8), &s)), (ErrorCode::Invalid, 8));
+        assert_eq!(rejected(v(&hdr(99, 0, 0, 0), &s)), (ErrorCode::Invalid, 0));
+        assert_eq!(rejected(v(&hdr(CMD_WRITE, 1 << 9, 0, 8), &s)), (ErrorCode::Invalid, 8));
         assert_eq!(
-            rejected(validate(&hdr(CMD_READ, CMD_FLAG_NO_HOLE, 0, 8), &s)),
+            rejected(v(&hdr(CMD_READ, CMD_FLAG_NO_HOLE, 0, 8), &s)),
             (ErrorCode::Invalid, 0)
         );
-        assert_eq!(rejected(validate(&hdr(CMD_READ, 0, 1 << 20, 1), &s)).0, ErrorCode::Invalid);
-        assert_eq!(rejected(validate(&hdr(CMD_WRITE, 0, 1 << 20, 1), &s)), (ErrorCode::NoSpace, 1));
-        assert_eq!(
-            rejected(validate(&hdr(CMD_WRITE_ZEROES, 0, u64::MAX, 2), &s)).0,
-            ErrorCode::NoSpace
-        );
-        assert_eq!(rejected(validate(&hdr(CMD_FLUSH, 0, 1, 0), &s)).0, ErrorCode::Invalid);
-        assert_eq!(
-            rejected(validate(&hdr(CMD_READ, 0, 0, 64 * 1024 + 1), &s)).0,
-            ErrorCode::Invalid
-        );
+        assert_eq!(rejected(v(&hdr(CMD_READ, 0, 1 << 20, 1), &s)).0, ErrorCode::Invalid);
+        assert_eq!(rejected(v(&hdr(CMD_WRITE, 0, 1 << 20, 1), &s)), (ErrorCode::NoSpace, 1));
+        assert_eq!(rejected(v(&hdr(CMD_WRITE_ZEROES, 0, u64::MAX, 2), &s)).0, ErrorCode::NoSpace);
+        assert_eq!(rejected(v(&hdr(CMD_FLUSH, 0, 1, 0), &s)).0, ErrorCode::Invalid);
+        assert_eq!(rejected(v(&hdr(CMD_READ, 0, 0, 64 * 1024 + 1), &s)).0, ErrorCode::Invalid);
         assert!(matches!(
             validate(&hdr(CMD_WRITE, 0, 0, 64 * 1024 + 1), &s),
-            Verdict::Close(FrameError::PayloadTooLarge { .. })
+            Err(FrameError::PayloadTooLarge { .. })
         ));
         let mut none = session(false);
         none.contexts.clear();
-        assert_eq!(
-            rejected(validate(&hdr(CMD_BLOCK_STATUS, 0, 0, 1), &none)).0,
-            ErrorCode::Invalid
-        );
+        assert_eq!(rejected(v(&hdr(CMD_BLOCK_STATUS, 0, 0, 1), &none)).0, ErrorCode::Invalid);
     }
 
     #[test]
     fn read_only_exports() {
         let s = session(true);
-        assert_eq!(rejected(validate(&hdr(CMD_WRITE, 0, 0, 16), &s)), (ErrorCode::Perm, 16));
-        assert_eq!(rejected(validate(&hdr(CMD_TRIM, 0, 0, 16), &s)).0, ErrorCode::Perm);
-        assert_eq!(rejected(validate(&hdr(CMD_WRITE_ZEROES, 0, 0, 16), &s)).0, ErrorCode::Perm);
+        assert_eq!(rejected(v(&hdr(CMD_WRITE, 0, 0, 16), &s)), (ErrorCode::Perm, 16));
+        assert_eq!(rejected(v(&hdr(CMD_TRIM, 0, 0, 16), &s)).0, ErrorCode::Perm);
+        assert_eq!(rejected(v(&hdr(CMD_WRITE_ZEROES, 0, 0, 16), &s)).0, ErrorCode::Perm);
         // FAST_ZERO is not advertised on a read-only export.
         assert_eq!(
-            rejected(validate(&hdr(CMD_WRITE_ZEROES, CMD_FLAG_FAST_ZERO, 0, 16), &s)).0,
+            rejected(v(&hdr(CMD_WRITE_ZEROES, CMD_FLAG_FAST_ZERO, 0, 16), &s)).0,
             ErrorCode::Invalid
         );
-        assert!(matches!(validate(&hdr(CMD_READ, 0, 0, 16), &s), Verdict::Run(_)));
+        assert!(matches!(v(&hdr(CMD_READ, 0, 0, 16), &s), Verdict::Run(_)));
+    }
+
+    #[test]
+    fn parse_request_from_bytes() {
+        let s = session(false);
+        let h = hdr(CMD_WRITE, CMD_FLAG_FUA, 4096, 512);
+        // Payload bytes after the header are the caller's: ignored here.
+        let mut frame = h.encode().to_vec();
+        frame.extend_from_slice(&[0xee; 512]);
+        let (got, verdict) = parse_request(&frame, &s).unwrap();
+        assert_eq!(got, h);
+        assert_eq!(verdict, Verdict::Run(Command::Write { offset: 4096, length: 512, fua: true }));
+        assert_eq!(parse_request(&frame[..27], &s), Err(FrameError::Truncated(27)));
+        assert_eq!(parse_request(&[], &s), Err(FrameError::Truncated(0)));
+        let mut bad = h.encode();
+        bad[0] = 0;
+        assert!(matches!(parse_request(&bad, &s), Err(FrameError::BadMagic(_))));
+        let big = hdr(CMD_WRITE, 0, 0, u32::MAX).encode();
+        assert!(matches!(parse_request(&big, &s), Err(FrameError::PayloadTooLarge { .. })));
+        let (_, r) = parse_request(&hdr(CMD_READ, 0, 1 << 20, 1).encode(), &s).unwrap();
+        assert!(matches!(r, Verdict::Reject(_)));
     }
 }

@@ -21,8 +21,8 @@ use tokio::task::JoinSet;
 use super::execute::{error_reply, execute};
 use super::export::Export;
 use crate::proto::consts::REQUEST_HEADER_LEN;
-use crate::proto::request::{Rejection, validate};
-use crate::proto::{Command, RequestHeader, Session, Verdict};
+use crate::proto::request::Rejection;
+use crate::proto::{Command, Session, Verdict, parse_request};
 
 /// Budget unit: 4 KiB.
 const UNIT: u64 = 4096;
@@ -145,12 +145,11 @@ where
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break End::Disconnect,
             Err(e) => break End::Io(e),
         }
-        let header = match RequestHeader::parse(&hbuf) {
-            Ok(h) => h,
+        let (header, verdict) = match parse_request(&hbuf, &session) {
+            Ok(parsed) => parsed,
             Err(e) => break End::Violation(e.to_string()),
         };
-        let cmd = match validate(&header, &session) {
-            Verdict::Close(e) => break End::Violation(e.to_string()),
+        let cmd = match verdict {
             Verdict::Run(Command::Disconnect) => break End::Disconnect,
             Verdict::Run(cmd) => cmd,
             Verdict::Reject(Rejection { error, message, discard: n }) => {
