@@ -139,6 +139,11 @@ fn restart_after_sigterm_serves_everything() -> Result<()> {
     let expect = populate(&server)?;
     let status = server.stop()?;
     assert!(status.success(), "SIGTERM exit: {status}");
+    // Values went to the node's local store (segments), not to files per key.
+    let segs = std::fs::read_dir(data.path().join("chunks"))?
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg")))
+        .count();
+    assert!(segs > 0, "no local store segments under DATA/chunks");
 
     let mut server = Zdb::start(data.path(), &[])?;
     verify(&server, &expect)?;
@@ -169,5 +174,26 @@ fn a_second_server_on_the_same_data_is_refused() -> Result<()> {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another server"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn values_of_the_earlier_dir_layout_are_not_silently_ignored() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    std::fs::create_dir(data.path().join("values"))?;
+    let out = std::process::Command::new(zosfs_tests::bin("chunkstore"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .output()?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--values dir://"), "{err}");
+    // With the flag it starts and uses that store.
+    let values = format!("dir://{}", data.path().join("values").display());
+    let mut server = Zdb::start(data.path(), &["--values", &values])?;
+    let mut c = server.connect()?;
+    assert_eq!(c.call(&[b"SET", b"k", b"v"])?, Reply::bulk(b"k"));
+    drop(c);
+    assert!(server.stop()?.success());
     Ok(())
 }

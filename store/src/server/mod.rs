@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 
-use crate::backend::{DynStore, OpenOptions, open_backend};
+use crate::backend::{DynStore, OpenOptions, SyncPolicy, open_backend};
 use crate::error::{Error, ErrorKind, Result};
 use crate::url::StoreUrl;
 pub use dialect::{DialectConfig, ServerMode, Shared};
@@ -46,7 +46,7 @@ pub struct ServerConfig {
     pub unix: Option<PathBuf>,
     /// Data directory: namespace journals, and values unless `values` is set.
     pub data: PathBuf,
-    /// Value store; default `dir://<data>/values`.
+    /// Value store; default `local://<data>/chunks`.
     pub values: Option<StoreUrl>,
     pub mode: ServerMode,
     pub admin: Option<Password>,
@@ -105,12 +105,34 @@ fn lock_data_dir(data: &Path) -> Result<File> {
     Ok(f)
 }
 
+/// Where values go unless `--values` says otherwise: the node's local
+/// store, fsynced like 0-db (periodically, or on every write with --sync).
+pub const DEFAULT_VALUES_DIR: &str = "chunks";
+
 async fn open_values(cfg: &ServerConfig) -> Result<DynStore> {
     let url = match &cfg.values {
         Some(u) => u.clone(),
-        None => StoreUrl::parse(&format!("dir://{}", cfg.data.join("values").display()))?,
+        None => {
+            // The first layout kept values in dir://DATA/values: never
+            // silently start without them.
+            let old = cfg.data.join("values");
+            if old.is_dir() {
+                return Err(crate::error::invalid(format!(
+                    "{} holds values of the earlier dir:// layout; start with --values dir://{}",
+                    old.display(),
+                    old.display()
+                )));
+            }
+            let dir = cfg.data.join(DEFAULT_VALUES_DIR);
+            StoreUrl::parse(&format!("local://{}", dir.display()))?
+        }
     };
-    open_backend(&url, &OpenOptions::default()).await
+    let sync = if cfg.sync_writes {
+        SyncPolicy::EveryPut
+    } else {
+        SyncPolicy::Periodic(cfg.sync_interval)
+    };
+    open_backend(&url, &OpenOptions { sync, ..OpenOptions::default() }).await
 }
 
 fn bind_unix(path: &Path) -> Result<UnixListener> {

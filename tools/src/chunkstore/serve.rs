@@ -24,11 +24,11 @@ pub enum ModeArg {
 ///
 /// Speaks the 0-db dialect of RESP as 0-db v2.0.7 does (namespaces, user and
 /// sequential keys, SELECT with passwords, AUTH SECURE challenges), keeping
-/// metadata in journals under --data and values in a zosfs store.
+/// metadata in journals under --data and values in the node's local store.
 ///
-/// Writes are acknowledged once their metadata reached the journal file
-/// (page cache); journals and values are fsynced every --sync-time seconds
-/// and at shutdown, or before every reply with --sync. SIGTERM or SIGINT
+/// Writes are acknowledged once their metadata (journal) and value (store)
+/// reached the page cache; journals and values are fsynced every --sync-time
+/// seconds and at shutdown, or before every reply with --sync. SIGTERM or SIGINT
 /// stops the server cleanly: it finishes running requests, syncs, exits 0.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -54,7 +54,8 @@ pub struct ServeArgs {
     /// Data directory: namespace journals, and values unless --values is given.
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
-    /// Store for values (default: dir://DATA/values), e.g. local:///srv/chunks.
+    /// Store for values (default: local://DATA/chunks, synced like the journals),
+    /// e.g. dir:///srv/values.
     #[arg(long, value_name = "URL")]
     pub values: Option<String>,
     /// fsync journals and values every this many seconds.
