@@ -172,6 +172,14 @@ impl Server {
         .await
         .expect("namespace load task panicked")?;
         namespaces.purge(trash).await;
+        if cfg.values.is_none() {
+            // The default store is ours alone: drop values a crash orphaned.
+            match namespaces.collect_garbage().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("removed {n} values no key refers to (left by a crash)"),
+                Err(e) => tracing::warn!("value garbage collection: {}", e.chain()),
+            }
+        }
         let dcfg = DialectConfig {
             mode: cfg.mode,
             admin: cfg.admin.clone(),

@@ -279,6 +279,22 @@ impl Namespaces {
         &self.ctx
     }
 
+    /// Delete values no namespace refers to: blobs put by writes that never
+    /// reached the journal (a crash between the two) or replaced/deleted
+    /// values whose removal a crash interrupted. Only for a value store this
+    /// server owns alone; call before serving (no write is in flight).
+    pub async fn collect_garbage(&self) -> Result<usize> {
+        let live: std::collections::HashSet<crate::chunk::ChunkId> =
+            self.all().iter().flat_map(|ns| ns.blobs()).collect();
+        let mut removed = 0;
+        for id in self.ctx.values.list_ids().await? {
+            if !live.contains(&id) && self.ctx.values.delete(&id).await? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Write and fsync every journal (periodic sync, shutdown).
     pub async fn sync_all(&self) -> Result<()> {
         for ns in self.all() {
