@@ -264,3 +264,32 @@ async fn both_engines_serve_the_same_bytes() {
         assert!(on_disk == fx.content, "{choice:?}: backing file differs");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fill_waiting_for_its_sync_serves_joiners_from_the_file() {
+    // The fill of chunk 0 stops after writing its data (before its state is
+    // durable); a reader arriving then joins it and reads the data file.
+    use std::sync::Mutex;
+    use std::sync::mpsc;
+    let (reached_tx, reached_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (reached_tx, go_rx) = (Mutex::new(reached_tx), Mutex::new(go_rx));
+    let hook = move |step| {
+        if step == zosfs_store::lazy::Step::DataWritten(0) {
+            reached_tx.lock().unwrap().send(()).unwrap();
+            // Blocks one runtime worker of this test, on purpose.
+            go_rx.lock().unwrap().recv_timeout(WAIT).unwrap();
+        }
+    };
+    let fx = Fixture::fixed(2, 64 << 10, DELAY).await;
+    let opts = LazyOptions { failpoint: Some(Arc::new(hook)), ..no_readahead() };
+    let lf = fx.open(opts).await;
+    assert_eq!(lf.read(0, 100).await.unwrap(), &fx.content[..100]);
+    tokio::task::spawn_blocking(move || reached_rx.recv_timeout(WAIT).unwrap()).await.unwrap();
+    assert_eq!(lf.state(0), ChunkState::Absent, "not present before its state is durable");
+    assert_eq!(lf.read(1000, 5000).await.unwrap(), &fx.content[1000..6000]);
+    assert_eq!(lf.stats().joined, 1);
+    assert_eq!(fx.store.gets(), 1);
+    go_tx.send(()).unwrap();
+    wait_until("chunk 0 present", WAIT, || lf.state(0) == ChunkState::Present).await;
+}

@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::jobs::{Claim, Job, Outcome, wait_content};
+use super::jobs::{Claim, Job, Outcome, Ready, wait_content};
 use super::{ChunkState, Inner, Step};
 use crate::error::{Error, Result, corrupt};
 
@@ -55,7 +55,7 @@ impl Inner {
             }
         };
         job.publish(Outcome::Content(bytes.clone()));
-        match self.store_fetched(i, bytes).await {
+        match self.store_fetched(&job, bytes).await {
             Ok(()) => self.set_state(i, ChunkState::Present),
             // Readers got their data; the chunk stays absent and is fetched again later.
             Err(e) => tracing::warn!("{}: keeping chunk {i} absent: {}", self.name, e.chain()),
@@ -63,13 +63,15 @@ impl Inner {
         drop(job);
     }
 
-    async fn store_fetched(&self, i: u64, bytes: Bytes) -> Result<()> {
+    async fn store_fetched(&self, job: &Job, bytes: Bytes) -> Result<()> {
+        let i = job.index;
         self.hit(Step::Fetched(i));
         let off = self.layout.span(i).start;
         self.engine
             .write_at(self.data.clone(), off, bytes)
             .await
             .map_err(|e| Error::io(format!("{}: write chunk {i}", self.name), e))?;
+        job.publish(Outcome::Written);
         self.hit(Step::DataWritten(i));
         // Data durable, then state durable: the journal syncs data first.
         self.journal.commit(vec![(i, ChunkState::Present)], true).await
@@ -77,7 +79,7 @@ impl Inner {
 
     /// The plaintext of absent chunk `i`, fetched by this call or by the
     /// fill already in flight. `None`: the chunk changed state meanwhile.
-    pub(crate) async fn absent_content(self: &Arc<Self>, i: u64) -> Result<Option<Bytes>> {
+    pub(crate) async fn absent_content(self: &Arc<Self>, i: u64) -> Result<Option<Ready>> {
         match self.claim(i) {
             Claim::Busy(rx) => {
                 self.counters.joined.inc();

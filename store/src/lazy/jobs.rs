@@ -6,7 +6,10 @@
 //! removed, so anyone who finds no job sees the final state. A fill
 //! publishes the chunk's plaintext on the channel as soon as it is fetched:
 //! readers who joined it are served from memory without waiting for the
-//! write and the syncs. The channel closes when the job ends.
+//! write and the syncs. Once the plaintext is written to the data file, the
+//! fill publishes `Written` instead and lets go of the buffer, so fills
+//! waiting for their sync (a disk slower than the network) hold no memory;
+//! readers then read the file. The channel closes when the job ends.
 
 use std::sync::Arc;
 
@@ -22,7 +25,15 @@ pub(crate) enum Outcome {
     Pending,
     /// The chunk's full plaintext (fills only).
     Content(Bytes),
+    /// The plaintext is in the data file (not yet durable nor marked).
+    Written,
     Failed(Arc<Error>),
+}
+
+/// Where a reader finds a filled chunk.
+pub(crate) enum Ready {
+    Bytes(Bytes),
+    InFile,
 }
 
 /// Ownership of one chunk; removes itself from the job table when dropped.
@@ -86,22 +97,26 @@ pub(crate) async fn wait_closed(mut rx: watch::Receiver<Outcome>) {
     while rx.changed().await.is_ok() {}
 }
 
-/// Wait for a job's content: `Some` when it published the plaintext,
-/// `None` when it ended without (the caller looks at the state again).
-pub(crate) async fn wait_content(mut rx: watch::Receiver<Outcome>) -> Result<Option<Bytes>> {
+/// Wait for a job's content: `Some` when it published the plaintext (in
+/// memory or in the file), `None` when it ended without (the caller looks
+/// at the state again).
+pub(crate) async fn wait_content(mut rx: watch::Receiver<Outcome>) -> Result<Option<Ready>> {
     loop {
-        match &*rx.borrow_and_update() {
-            Outcome::Content(b) => return Ok(Some(b.clone())),
-            Outcome::Failed(e) => return Err(clone_error(e)),
-            Outcome::Pending => {}
+        if let Some(r) = ready(&rx.borrow_and_update()) {
+            return r.map(Some);
         }
         if rx.changed().await.is_err() {
             // Closed: the last value may still have been published meanwhile.
-            return match &*rx.borrow() {
-                Outcome::Content(b) => Ok(Some(b.clone())),
-                Outcome::Failed(e) => Err(clone_error(e)),
-                Outcome::Pending => Ok(None),
-            };
+            return ready(&rx.borrow()).transpose();
         }
+    }
+}
+
+fn ready(o: &Outcome) -> Option<Result<Ready>> {
+    match o {
+        Outcome::Pending => None,
+        Outcome::Content(b) => Some(Ok(Ready::Bytes(b.clone()))),
+        Outcome::Written => Some(Ok(Ready::InFile)),
+        Outcome::Failed(e) => Some(Err(clone_error(e))),
     }
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
+use super::jobs::Ready;
 use super::{ChunkState, Inner};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -132,10 +133,14 @@ async fn read_chunk(inner: &Arc<Inner>, i: u64, r: Range<u64>) -> Result<Data> {
                 return Ok(Data::Zeros);
             }
             ChunkState::Absent => {
-                if let Some(b) = inner.absent_content(i).await? {
-                    let start = inner.layout.span(i).start;
-                    let slice = (r.start - start) as usize..(r.end - start) as usize;
-                    return Ok(Data::Shared(b.slice(slice)));
+                match inner.absent_content(i).await? {
+                    Some(Ready::Bytes(b)) => {
+                        let start = inner.layout.span(i).start;
+                        let slice = (r.start - start) as usize..(r.end - start) as usize;
+                        return Ok(Data::Shared(b.slice(slice)));
+                    }
+                    Some(Ready::InFile) => return Ok(Data::Owned(read_file(inner, r).await?)),
+                    None => {}
                 }
                 // The chunk changed state meanwhile (a write or trim): look again.
             }
