@@ -23,6 +23,10 @@ use crate::proto::consts::*;
 /// Chunk size of blank devices (the preferred block size they advertise).
 pub const BLANK_CHUNK: u32 = 1 << 20;
 
+/// Default chunk fetches in flight per device. A cold sequential read is
+/// bound by depth × chunk size / round trip: 32 × 1 MiB / 20 ms ≈ 1.6 GB/s.
+pub const DEFAULT_FETCH_DEPTH: usize = 32;
+
 pub struct Export {
     pub name: String,
     pub spec: ExportSpec,
@@ -100,19 +104,32 @@ pub struct Opener {
     pub store_urls: Vec<String>,
     pub engine: Arc<dyn IoEngine>,
     pub router: zosfs_store::RouterConfig,
+    /// Chunk fetches in flight per device; also the connections per remote
+    /// store, since a 0-db connection carries one request at a time.
+    pub fetch_depth: usize,
     /// Routers already opened, by URL list.
     routers: AsyncMutex<HashMap<Vec<String>, DynStore>>,
 }
 
 impl Opener {
     pub fn new(cache_dir: &Path, store_urls: Vec<String>, engine: Arc<dyn IoEngine>) -> Self {
-        Opener {
+        let mut o = Opener {
             cache_dir: cache_dir.to_path_buf(),
             store_urls,
             engine,
             router: zosfs_store::RouterConfig::default(),
+            fetch_depth: 0,
             routers: AsyncMutex::new(HashMap::new()),
-        }
+        };
+        o.set_fetch_depth(DEFAULT_FETCH_DEPTH);
+        o
+    }
+
+    /// Fetches in flight per device and connections per remote store
+    /// (at least 1). Takes effect for stores and devices opened later.
+    pub fn set_fetch_depth(&mut self, depth: usize) {
+        self.fetch_depth = depth.max(1);
+        self.router.open.pool_size = self.fetch_depth;
     }
 
     /// The router over `urls` (opened once, then shared).
@@ -154,6 +171,9 @@ impl Opener {
         let opts = LazyOptions {
             engine: Some(self.engine.clone()),
             writable: !spec.read_only,
+            fetch_depth: self.fetch_depth,
+            // Read-ahead keeps most of the depth busy for one sequential reader.
+            readahead: (self.fetch_depth as u32 / 2).max(1),
             ..LazyOptions::default()
         };
         let (layout, source, image, store, what): (Layout, Arc<dyn ChunkSource>, _, _, String) =

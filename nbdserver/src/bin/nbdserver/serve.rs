@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Bandwidth cap of the background fill, bytes/s (e.g. 50M).
     #[arg(long, value_name = "RATE")]
     pub fill_bandwidth: Option<String>,
+    /// Chunk fetches in flight per device, and connections per remote
+    /// store (a 0-db connection carries one request at a time).
+    #[arg(long, value_name = "N", default_value_t = zosfs_nbdserver::server::export::DEFAULT_FETCH_DEPTH)]
+    pub fetch_depth: usize,
     /// Serve Prometheus metrics over HTTP on this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
@@ -160,7 +164,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
         std::fs::create_dir_all(&settings.cache_dir)
             .with_context(|| format!("create cache dir {}", settings.cache_dir.display()))?;
         let engine = shared_engine(a.devices.engine).context("open the I/O engine")?;
-        let opener = Opener::new(&settings.cache_dir, settings.stores.clone(), engine.clone());
+        let mut opener = Opener::new(&settings.cache_dir, settings.stores.clone(), engine.clone());
+        opener.set_fetch_depth(a.fetch_depth);
         let ctx = Arc::new(Ctx { opener, fill, bandwidth });
         let mut exports = Vec::new();
         for spec in &settings.specs {
