@@ -11,10 +11,13 @@
 //! * [`volume`] — the btrfs volume (image + loop, device, or directory),
 //!   one subvolume per rw layer, quotas and snapshots;
 //! * [`fuse`] — the read-only FUSE layer (fuser) over a [`tree::Tree`];
-//! * [`tree`] — what is shown: local directories, layered unions;
+//! * [`tree`] — what is shown: flists, local directories, layered unions;
+//! * [`cache`] — the node cache: one LazyFile per file content, a byte
+//!   budget, the I/O runtime;
 //! * [`stats`] — counters, control socket, Prometheus endpoint;
 //! * [`daemon`], [`sys`] — process plumbing and system-call wrappers.
 
+pub mod cache;
 pub mod cli;
 pub mod daemon;
 pub mod error;

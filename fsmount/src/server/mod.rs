@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
+use crate::cache::ContentCache;
 use crate::daemon::PidFile;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lifecycle::{self, MountSpec, MountView, Mounted, ServerFiles};
@@ -72,6 +73,8 @@ pub struct Server {
     tx: Sender<Event>,
     listener: Listener,
     metrics: Option<SocketAddr>,
+    /// File contents of every flist mount; owns the I/O runtime.
+    cache: Arc<ContentCache>,
     _pid_file: Option<PidFile>,
 }
 
@@ -105,6 +108,7 @@ impl Server {
             None => None,
         };
         let pid_file = opts.pid_file.as_deref().map(PidFile::create).transpose()?;
+        let cache = Arc::new(ContentCache::open(&opts.cache_dir, opts.cache_size)?);
         Ok(Server {
             state: state.clone(),
             files: ServerFiles {
@@ -119,6 +123,7 @@ impl Server {
             tx,
             listener,
             metrics,
+            cache,
             _pid_file: pid_file,
         })
     }
@@ -141,21 +146,25 @@ impl Server {
         &self.opts
     }
 
-    /// Open what a mount shows, lowest layer first.
-    fn open_tree(&self, spec: &MountSpec) -> Result<Arc<dyn Tree>> {
+    /// Open what a mount shows, lowest layer first: local directories as
+    /// they are, anything else as an flist file.
+    fn open_tree(&self, spec: &MountSpec, counters: &Arc<Counters>) -> Result<Arc<dyn Tree>> {
         let mut layers: Vec<Arc<dyn Tree>> = Vec::new();
         for s in &spec.sources {
             if s.is_dir() {
                 layers.push(Arc::new(tree::dir::DirTree::open(s)?));
-            } else {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "{}: flist files are served once the flist reader is in place",
-                        s.display()
-                    ),
-                ));
+                continue;
             }
+            let t = Arc::new(tree::flist::FlistTree::open(
+                s,
+                &spec.stores,
+                self.cache.clone(),
+                counters.clone(),
+            )?);
+            if spec.prefetch_all {
+                t.start_prefetch(spec.prefetch_bandwidth)?;
+            }
+            layers.push(t);
         }
         if layers.len() == 1 {
             return Ok(layers.pop().expect("one layer"));
@@ -165,8 +174,8 @@ impl Server {
 
     /// Set up one mount; returns a line describing it.
     pub fn mount(&mut self, spec: &MountSpec) -> Result<String> {
-        let tree = self.open_tree(spec)?;
         let counters = Arc::new(Counters::default());
+        let tree = self.open_tree(spec, &counters)?;
         let tx = self.tx.clone();
         let mp = std::fs::canonicalize(&spec.mountpoint).unwrap_or(spec.mountpoint.clone());
         let on_end = Box::new(move |r: std::io::Result<()>| {

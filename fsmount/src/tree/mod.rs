@@ -3,6 +3,8 @@
 //!
 //! * [`dir::DirTree`] — a local directory (development, tests, and
 //!   `fsmount DIR MOUNTPOINT` for a persistent rw layer over a local tree);
+//! * [`flist::FlistTree`] — an flist file, contents fetched lazily into
+//!   the node cache;
 //! * [`union::UnionTree`] — several trees layered, later wins
 //!   (`--flist A --flist B`).
 //!
@@ -12,6 +14,7 @@
 //! order of lookups); a hardlinked file has one inode for all its names.
 
 pub mod dir;
+pub mod flist;
 pub mod union;
 
 use std::ffi::{OsStr, OsString};

@@ -1,0 +1,237 @@
+//! An flist as a tree: metadata from the flist reader (point lookups and
+//! prefix scans of one directory, never a scan of the whole database),
+//! file contents from the node cache ([`ContentCache`]), fetched through
+//! the mount's stores.
+//!
+//! Inode numbers are the flist's own (the root is 1), so they are the same
+//! on every mount of the same flist, and every name of a hardlinked file
+//! has one inode.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use zosfs_flist::content::{RawStores, Store};
+use zosfs_flist::legacy::open_any;
+use zosfs_flist::{Codec, Inode, OpenOptions, Tree as FlistReader};
+
+use super::{Attr, Content, DirEntry, Ino, Kind, Tree, TreeStats};
+use crate::cache::ContentCache;
+use crate::error::{Error, ErrorKind, Result, invalid};
+use crate::stats::Counters;
+
+pub struct FlistTree {
+    reader: Box<dyn FlistReader>,
+    store: Store,
+    cache: Arc<ContentCache>,
+    counters: Arc<Counters>,
+}
+
+/// An flist error at the FUSE edge: a missing entry is ENOENT, a wrong
+/// type ENOTDIR / EINVAL, a damaged flist or a store failure EIO.
+pub(crate) fn flist_err(e: zosfs_flist::Error) -> Error {
+    use zosfs_flist::ErrorKind as K;
+    let code = e.kind().errno();
+    let kind = match e.kind() {
+        K::NotFound => ErrorKind::NotFound,
+        K::InvalidInput => ErrorKind::InvalidInput,
+        K::Store => ErrorKind::Fetch,
+        _ => ErrorKind::Io,
+    };
+    let context = zosfs_flist::Error::to_string(&e);
+    match kind {
+        // Keep the precise errno (ENOTDIR, EINVAL) for the kernel.
+        ErrorKind::Io if code != libc::EIO => {
+            Error::with_source(kind, context, std::io::Error::from_raw_os_error(code))
+        }
+        _ => Error::with_source(kind, context, e),
+    }
+}
+
+fn time(ns: i64) -> SystemTime {
+    let d = Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 { UNIX_EPOCH + d } else { UNIX_EPOCH - d }
+}
+
+fn kind_of(k: zosfs_flist::Kind) -> Kind {
+    use zosfs_flist::Kind as F;
+    match k {
+        F::File => Kind::File,
+        F::Dir => Kind::Dir,
+        F::Symlink => Kind::Symlink,
+        F::CharDev => Kind::CharDev,
+        F::BlockDev => Kind::BlockDev,
+        F::Fifo => Kind::Fifo,
+        F::Socket => Kind::Socket,
+    }
+}
+
+fn attr_of(i: &Inode) -> Attr {
+    let t = time(i.mtime_ns);
+    Attr {
+        ino: i.ino,
+        kind: kind_of(i.kind),
+        perm: (i.perm & 0o7777) as u16,
+        nlink: i.nlink,
+        uid: i.uid,
+        gid: i.gid,
+        size: i.size,
+        blocks: if i.kind == zosfs_flist::Kind::File { i.size.div_ceil(512) } else { 0 },
+        atime: t,
+        mtime: t,
+        ctime: t,
+        rdev: i.rdev,
+    }
+}
+
+impl FlistTree {
+    /// Open the flist file at `path` (unpacked once into the cache) with
+    /// its chunks read from `stores`, or from the routes it records.
+    pub fn open(
+        path: &Path,
+        stores: &[String],
+        cache: Arc<ContentCache>,
+        counters: Arc<Counters>,
+    ) -> Result<FlistTree> {
+        let opts = OpenOptions { cache_dir: cache.flists_dir() };
+        let reader = open_any(path, &opts)
+            .map_err(|e| flist_err(e).context_prefix(format!("open flist {}", path.display())))?;
+        let urls: Vec<String> =
+            if stores.is_empty() { reader.header().routes.clone() } else { stores.to_vec() };
+        if urls.is_empty() {
+            return Err(invalid(format!(
+                "{}: the flist records no store route; give --store URL",
+                path.display()
+            )));
+        }
+        let store = open_store(&cache, &urls, reader.header().codec)
+            .map_err(|e| e.context_prefix(format!("stores of {}", path.display())))?;
+        Ok(FlistTree { reader, store, cache, counters })
+    }
+
+    fn inode(&self, ino: Ino) -> Result<Inode> {
+        self.reader.getattr(ino).map_err(flist_err)
+    }
+
+    /// Fill every file of the flist in the background, `bandwidth` bytes
+    /// per second at most over all of them. Stops when the tree is dropped
+    /// (the mount went away).
+    pub fn start_prefetch(self: &Arc<Self>, bandwidth: Option<u64>) -> Result<()> {
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("fsmount-prefetch".into())
+            .spawn(move || prefetch_all(weak, bandwidth))
+            .map_err(|e| Error::io("spawn prefetch thread", e))?;
+        Ok(())
+    }
+}
+
+fn open_store(cache: &ContentCache, urls: &[String], codec: Codec) -> Result<Store> {
+    let rt = cache.runtime();
+    if codec != Codec::Zck1 {
+        // Legacy chunk ids are not BLAKE3: the chunk decoder checks them.
+        let parsed = urls
+            .iter()
+            .map(|u| u.parse::<zosfs_store::StoreUrl>())
+            .collect::<zosfs_store::Result<Vec<_>>>()?;
+        let raw = rt.block_on(RawStores::open(&parsed)).map_err(flist_err)?;
+        return Ok(Arc::new(raw));
+    }
+    let cfg = zosfs_store::RouterConfig::default();
+    let r = rt.block_on(zosfs_store::router::open_urls(urls, &cfg))?;
+    Ok(r)
+}
+
+/// Walk the flist for its files (each inode once), then fill them one
+/// after the other.
+fn prefetch_all(tree: Weak<FlistTree>, bandwidth: Option<u64>) {
+    let files = {
+        let Some(t) = tree.upgrade() else { return };
+        let mut seen = std::collections::HashSet::new();
+        let mut files = Vec::new();
+        let res = zosfs_flist::walk(&*t.reader, t.reader.root(), b"", &mut |_, inode| {
+            if inode.kind == zosfs_flist::Kind::File && inode.size > 0 && seen.insert(inode.ino) {
+                files.push(inode.ino);
+            }
+            Ok(zosfs_flist::Step::Continue)
+        });
+        if let Err(e) = res {
+            tracing::error!("prefetch: walking the flist failed: {e}");
+            return;
+        }
+        files
+    };
+    let started = std::time::Instant::now();
+    let (mut done, mut failed) = (0u64, 0u64);
+    for ino in files {
+        let Some(t) = tree.upgrade() else {
+            tracing::info!("prefetch stopped: the mount went away");
+            return;
+        };
+        let res = t
+            .reader
+            .data(ino)
+            .map_err(flist_err)
+            .and_then(|chunks| t.cache.fill(&t.store, chunks, &t.counters, bandwidth));
+        match res {
+            Ok(()) => done += 1,
+            Err(e) => {
+                failed += 1;
+                tracing::warn!("prefetch of inode {ino}: {e}");
+            }
+        }
+    }
+    tracing::info!("prefetch: {done} files filled, {failed} failed in {:?}", started.elapsed());
+}
+
+impl Tree for FlistTree {
+    fn root(&self) -> Ino {
+        self.reader.root()
+    }
+
+    fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
+        match self.reader.lookup(parent, name.as_bytes()).map_err(flist_err)? {
+            Some(e) => Ok(attr_of(&self.inode(e.ino)?)),
+            None => Err(Error::new(ErrorKind::NotFound, format!("{name:?} in inode {parent}"))),
+        }
+    }
+
+    fn getattr(&self, ino: Ino) -> Result<Attr> {
+        Ok(attr_of(&self.inode(ino)?))
+    }
+
+    fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>> {
+        let entries = self.reader.readdir_all(ino).map_err(flist_err)?;
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let attr = attr_of(&self.inode(e.ino)?);
+            out.push(DirEntry { name: OsString::from_vec(e.name), attr });
+        }
+        Ok(out)
+    }
+
+    fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        self.reader.readlink(ino).map_err(flist_err)
+    }
+
+    fn listxattr(&self, ino: Ino) -> Result<Vec<OsString>> {
+        Ok(self.inode(ino)?.xattrs.into_iter().map(|x| OsString::from_vec(x.name)).collect())
+    }
+
+    fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Option<Vec<u8>>> {
+        let inode = self.inode(ino)?;
+        Ok(inode.xattrs.into_iter().find(|x| x.name == name.as_bytes()).map(|x| x.value))
+    }
+
+    fn open(&self, ino: Ino) -> Result<Arc<dyn Content>> {
+        let chunks = self.reader.data(ino).map_err(flist_err)?;
+        self.cache.open_content(&self.store, chunks, &self.counters)
+    }
+
+    fn stats(&self) -> TreeStats {
+        // Counting would scan the whole flist: statfs shows no usage.
+        TreeStats::default()
+    }
+}
