@@ -65,6 +65,15 @@ fn flist_mount_shows_every_entry_exactly() -> Result<()> {
     env.mount(&fl, &mnt, &[])?;
     ensure!(fstype_at(&mnt).as_deref() == Some("fuse.zosfs"));
 
+    // A file opened while its content was not local stays open (served
+    // in user space) while the content completes: later opens of it must
+    // not ask for passthrough (the kernel refuses mixing the modes: EIO).
+    let big = std::fs::read(src.join("usr/lib/big.bin"))?;
+    let held = std::fs::File::open(mnt.join("usr/lib/big.bin"))?;
+    ensure!(std::fs::read(mnt.join("usr/lib/big.bin"))? == big);
+    ensure!(std::fs::read(mnt.join("usr/lib/big.bin"))? == big);
+    drop(held);
+
     // Every entry: type, mode, owners, size, link count, ns mtime, device
     // numbers, symlink target, xattrs and content. Inode numbers are the
     // flist's, not the source's.
@@ -199,6 +208,38 @@ fn cache_size_evicts_contents_not_in_use() -> Result<()> {
 }
 
 #[test]
+fn prefetch_all_fills_every_file_in_the_background() -> Result<()> {
+    let env = Env::new()?;
+    let src = env.mkdir("files")?;
+    let file = |i: u64| noise(2 * i + 101, (5 * MIB / 2) as usize);
+    for i in 0..3u64 {
+        std::fs::create_dir_all(src.join(format!("d{i}")))?;
+        std::fs::write(src.join(format!("d{i}/f")), file(i))?;
+    }
+    std::fs::write(src.join("empty"), b"")?;
+    let fl = pack(&env, &src, &dir_url(&env.path().join("store")))?;
+    let mnt = env.mkdir("mnt")?;
+    env.mount(&fl, &mnt, &["--prefetch", "all", "--prefetch-bandwidth", "100M"])?;
+    // Three files of three chunks each arrive without anyone reading.
+    wait_for("the prefetch to fetch 9 chunks", Duration::from_secs(60), || {
+        Ok((stat_field(&env, &mnt, "chunks fetched")? == 9).then_some(()))
+    })?;
+    // Each content becomes complete (its last state write lands just
+    // after its fetch): then it opens by passthrough. Nothing more is fetched.
+    for i in 0..3u64 {
+        let p = mnt.join(format!("d{i}/f"));
+        wait_for("a passthrough open", Duration::from_secs(30), || {
+            let before = stat_field(&env, &mnt, "passthrough opens")?;
+            ensure!(std::fs::read(&p)? == file(i), "content of {}", p.display());
+            Ok((stat_field(&env, &mnt, "passthrough opens")? > before).then_some(()))
+        })?;
+    }
+    ensure!(stat_field(&env, &mnt, "chunks fetched")? == 9);
+    env.umount(&mnt)?;
+    env.wait_clean()
+}
+
+#[test]
 fn a_replica_that_dies_mid_read_gives_eio_and_the_mount_recovers() -> Result<()> {
     let env = Env::new()?;
     let port = free_port();
@@ -293,7 +334,10 @@ fn debootstrap_rootfs_runs_from_a_lazy_mount() -> Result<()> {
     ensure!(fstype_at(&mnt).as_deref() == Some("overlay"));
 
     let chroot = |args: &[&str]| -> Result<String> {
-        let out = run(Command::new("chroot").arg(&mnt).args(args).env("PATH", "/usr/bin:/bin"))?;
+        let out = run(Command::new("/usr/sbin/chroot")
+            .arg(&mnt)
+            .args(args)
+            .env("PATH", "/usr/bin:/bin"))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let dpkg = chroot(&["dpkg", "-l"])?;

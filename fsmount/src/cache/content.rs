@@ -36,8 +36,6 @@ pub struct LazyContent {
     lf: BlockingLazyFile,
     source: Arc<FlistSource>,
     file: Arc<File>,
-    /// Whole content local when opened: the kernel may read `file` itself.
-    complete: bool,
     counters: Arc<Counters>,
 }
 
@@ -49,9 +47,8 @@ impl LazyContent {
         source: Arc<FlistSource>,
         counters: Arc<Counters>,
     ) -> LazyContent {
-        let complete = lf.is_fully_present();
         let file = lf.backing_file();
-        LazyContent { cache, id, lf: lf.blocking(), source, file, complete, counters }
+        LazyContent { cache, id, lf: lf.blocking(), source, file, counters }
     }
 
     /// Count every chunk of the range as a hit (local) or a miss.
@@ -92,7 +89,8 @@ impl Content for LazyContent {
     }
 
     fn local_file(&self) -> Option<&File> {
-        self.complete.then_some(&*self.file)
+        // Once complete, always complete (the content is not evicted while open).
+        self.lf.lazy_file().is_fully_present().then_some(&*self.file)
     }
 }
 

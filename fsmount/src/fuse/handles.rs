@@ -5,6 +5,13 @@
 //! backing id is shared by every open handle of one inode (the kernel
 //! requires one id per inode while any handle using it is open) and closed
 //! when the last such handle is released.
+//!
+//! The kernel refuses (EIO) a passthrough open of an inode that has files
+//! open in cached mode, and the reverse. Contents only ever become
+//! complete, so the one conflict is a cached handle still open (e.g. a
+//! mapped library opened before its content was local) when the content
+//! completes: [`Handles::cached_opens`] counts them per inode, and the
+//! open path decides under that lock.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,9 +23,10 @@ use parking_lot::Mutex;
 use crate::tree::{Content, DirEntry, Ino};
 
 struct OpenFile {
+    ino: Ino,
     content: Arc<dyn Content>,
     /// Keeps the backing id registered while this handle is open.
-    _backing: Option<Arc<BackingId>>,
+    backing: Option<Arc<BackingId>>,
 }
 
 #[derive(Default)]
@@ -27,6 +35,7 @@ pub(super) struct Handles {
     files: Mutex<HashMap<u64, OpenFile>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     backing: Mutex<HashMap<Ino, Weak<BackingId>>>,
+    cached: Mutex<HashMap<Ino, usize>>,
 }
 
 impl Handles {
@@ -34,9 +43,26 @@ impl Handles {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    pub fn open_file(&self, content: Arc<dyn Content>, backing: Option<Arc<BackingId>>) -> u64 {
+    /// Files of each inode open without passthrough. Hold the guard while
+    /// choosing the mode of a new open and registering it.
+    pub fn cached_opens(&self) -> parking_lot::MutexGuard<'_, HashMap<Ino, usize>> {
+        self.cached.lock()
+    }
+
+    /// Register an open file. Without `backing` it counts as a cached-mode
+    /// open of `ino`: the caller holds `cached` (from [`Self::cached_opens`]).
+    pub fn open_file(
+        &self,
+        cached: &mut HashMap<Ino, usize>,
+        ino: Ino,
+        content: Arc<dyn Content>,
+        backing: Option<Arc<BackingId>>,
+    ) -> u64 {
         let fh = self.next();
-        self.files.lock().insert(fh, OpenFile { content, _backing: backing });
+        if backing.is_none() {
+            *cached.entry(ino).or_default() += 1;
+        }
+        self.files.lock().insert(fh, OpenFile { ino, content, backing });
         fh
     }
 
@@ -47,6 +73,17 @@ impl Handles {
     pub fn close_file(&self, fh: u64) {
         // Drop outside the lock: dropping the last backing id is an ioctl.
         let f = self.files.lock().remove(&fh);
+        if let Some(f) = &f {
+            if f.backing.is_none() {
+                let mut cached = self.cached.lock();
+                if let Some(n) = cached.get_mut(&f.ino) {
+                    *n -= 1;
+                    if *n == 0 {
+                        cached.remove(&f.ino);
+                    }
+                }
+            }
+        }
         drop(f);
     }
 

@@ -247,8 +247,15 @@ impl Filesystem for FuseFs {
             }
         };
         Counters::add(&self.counters.files_opened, 1);
-        let backing = self.open_passthrough(ino, &content, &reply);
-        let fh = self.handles.open_file(content, backing.clone());
+        // Decide the mode and register the handle under one lock: the
+        // kernel refuses mixing cached and passthrough opens of an inode.
+        let mut cached = self.handles.cached_opens();
+        let backing = match cached.get(&ino) {
+            Some(n) if *n > 0 => None,
+            _ => self.open_passthrough(ino, &content, &reply),
+        };
+        let fh = self.handles.open_file(&mut cached, ino, content, backing.clone());
+        drop(cached);
         match backing {
             Some(id) => {
                 Counters::add(&self.counters.passthrough_opens, 1);
