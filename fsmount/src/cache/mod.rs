@@ -38,6 +38,13 @@ use crate::stats::Counters;
 
 /// Contents `CACHE/contents/<hex>` and unpacked flists `CACHE/flists`.
 const CONTENTS: &str = "contents";
+
+/// Chunk fetches in flight per content (and connections per remote store,
+/// since a 0-db connection carries one request at a time). A cold
+/// sequential read is bound by depth × chunk size / round trip.
+pub const FETCH_DEPTH: usize = 32;
+/// Chunks fetched ahead of a sequential reader.
+const READAHEAD: u32 = 16;
 const FLISTS: &str = "flists";
 
 struct Entry {
@@ -173,7 +180,11 @@ impl ContentCache {
         source.attribution.set(counters);
         let layout = source.layout().map_err(Error::from)?;
         let path = self.data_path(&id);
-        let opts = LazyOptions { readahead: 8, ..LazyOptions::default() };
+        let opts = LazyOptions {
+            readahead: READAHEAD,
+            fetch_depth: FETCH_DEPTH,
+            ..LazyOptions::default()
+        };
         let src: Arc<dyn zosfs_store::lazy::ChunkSource> = source.clone();
         let lf = self
             .rt

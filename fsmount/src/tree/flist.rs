@@ -139,7 +139,8 @@ fn open_store(cache: &ContentCache, urls: &[String], codec: Codec) -> Result<Sto
         let raw = rt.block_on(RawStores::open(&parsed)).map_err(flist_err)?;
         return Ok(Arc::new(raw));
     }
-    let cfg = zosfs_store::RouterConfig::default();
+    let mut cfg = zosfs_store::RouterConfig::default();
+    cfg.open.pool_size = crate::cache::FETCH_DEPTH;
     let r = rt.block_on(zosfs_store::router::open_urls(urls, &cfg))?;
     Ok(r)
 }

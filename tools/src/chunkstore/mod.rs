@@ -4,6 +4,7 @@
 mod bench;
 mod bench_lazy;
 mod bench_replicated;
+mod delay_proxy;
 mod fsck;
 mod gc;
 mod io;
@@ -100,6 +101,8 @@ pub enum Cmd {
     Gc(gc::GcArgs),
     /// Benchmarks with ratios against a peer run in the same invocation.
     Bench(bench::BenchArgs),
+    /// A TCP proxy adding a fixed delay to every request (benchmarks).
+    DelayProxy(delay_proxy::DelayProxyArgs),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -120,6 +123,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Cmd::Fsck(a) => fsck::fsck(a).await,
             Cmd::Gc(a) => gc::gc(a).await,
             Cmd::Bench(a) => bench::bench(a).await,
+            Cmd::DelayProxy(a) => delay_proxy::run(a).await,
         }
     })
 }
