@@ -9,7 +9,7 @@ PROFILE := --release
 # Debian packages the project needs (tests use the real tools).
 APT_PACKAGES := build-essential pkg-config libclang-dev librocksdb-dev \
 	fuse3 btrfs-progs redis-server qemu-utils libnbd-bin python3-libnbd \
-	nbdkit fio casync debootstrap attr e2fsprogs util-linux acl
+	nbdkit fio casync debootstrap attr e2fsprogs util-linux acl openssl
 
 # Link Debian's RocksDB when it is installed (36 s instead of ~20 min for
 # the bundled C++ build); plain `cargo build` elsewhere builds the bundled one.

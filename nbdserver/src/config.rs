@@ -10,6 +10,13 @@
 //! fill = "background"          # or "none" (default)
 //! fill_bandwidth = "50M"       # bytes per second, K/M/G suffixes
 //! metrics = "127.0.0.1:9109"
+//! fetch_depth = 32             # chunk fetches in flight per device
+//!
+//! [tls]                        # STARTTLS on TCP listeners
+//! cert = "/etc/zosfs/nbd-cert.pem"
+//! key = "/etc/zosfs/nbd-key.pem"
+//! client_ca = "/etc/zosfs/clients-ca.pem"   # optional: require client certificates
+//! allow_plain = false          # default: TLS is required on TCP
 //!
 //! [[export]]
 //! name = "vm1"
@@ -27,6 +34,7 @@ use serde::Deserialize;
 
 use crate::device::spec::{ExportSpec, parse_size};
 use crate::error::{Error, Result};
+use crate::server::tls::TlsFiles;
 
 /// Background fill of image devices.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -72,8 +80,32 @@ pub struct ConfigFile {
     pub fill: Option<FillMode>,
     pub fill_bandwidth: Option<String>,
     pub metrics: Option<String>,
+    pub fetch_depth: Option<usize>,
+    pub tls: Option<TlsEntry>,
     #[serde(default, rename = "export")]
     pub exports: Vec<ExportEntry>,
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsEntry {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_plain: bool,
+}
+
+impl TlsEntry {
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            client_ca: self.client_ca.clone(),
+            required: !self.allow_plain,
+        }
+    }
 }
 
 impl ConfigFile {
@@ -122,6 +154,10 @@ mod tests {
             store = ["dir:///srv/chunks"]
             fill = "background"
             fill_bandwidth = "50M"
+            fetch_depth = 64
+            [tls]
+            cert = "/etc/c.pem"
+            key = "/etc/k.pem"
             [[export]]
             name = "vm1"
             device = "/images/u.flist:/disk.raw"
@@ -133,6 +169,9 @@ mod tests {
         let c: ConfigFile = toml::from_str(text).unwrap();
         assert_eq!(c.fill, Some(FillMode::Background));
         assert_eq!(c.bandwidth().unwrap(), Some(50 << 20));
+        assert_eq!(c.fetch_depth, Some(64));
+        let tls = c.tls.as_ref().unwrap().files();
+        assert!(tls.required && tls.client_ca.is_none());
         let specs = c.export_specs().unwrap();
         assert_eq!(specs.len(), 2);
         assert!(specs[1].read_only);

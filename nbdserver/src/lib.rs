@@ -7,7 +7,7 @@
 //!   functions on bytes (fuzzed by `fuzz/fuzz_targets/nbd_request.rs`).
 //! * [`server`] — listeners, the handshake, the transmission loop
 //!   (concurrent requests, out-of-order replies, one writer per
-//!   connection), clean shutdown.
+//!   connection), STARTTLS (rustls), clean shutdown.
 //! * [`device`] — the [`device::BlockDevice`] trait and the devices behind
 //!   exports: LazyFiles filled from nothing (`blank:SIZE`) or from a file
 //!   of an flist (`IMAGE.flist:/path`).

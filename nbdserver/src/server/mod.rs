@@ -11,6 +11,7 @@ pub mod execute;
 pub mod export;
 pub mod negotiate;
 pub mod stats;
+pub mod tls;
 pub mod transmission;
 
 use std::future::Future;
@@ -21,15 +22,21 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 pub use export::{Export, ExportTable, Opener};
 pub use transmission::Limits;
 
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
+use negotiate::{Negotiated, Outcome, TlsState};
+use tls::Tls;
 use transmission::End;
+
+/// Read buffer of a connection (a whole 256 KiB write payload fits).
+const READ_BUF: usize = 256 * 1024;
 
 /// Server knobs.
 #[derive(Debug, Clone, Copy)]
@@ -122,6 +129,8 @@ fn bind_unix(path: &Path) -> Result<UnixListener> {
 struct Shared {
     exports: Arc<ExportTable>,
     cfg: ServerConfig,
+    /// STARTTLS on TCP connections (None: plain only).
+    tls: Option<Tls>,
 }
 
 pub struct Server {
@@ -130,7 +139,12 @@ pub struct Server {
 
 impl Server {
     pub fn new(exports: Arc<ExportTable>, cfg: ServerConfig) -> Self {
-        Server { shared: Arc::new(Shared { exports, cfg }) }
+        Self::with_tls(exports, cfg, None)
+    }
+
+    /// A server whose TCP listeners offer (or require) STARTTLS.
+    pub fn with_tls(exports: Arc<ExportTable>, cfg: ServerConfig, tls: Option<Tls>) -> Self {
+        Server { shared: Arc::new(Shared { exports, cfg, tls }) }
     }
 
     pub fn exports(&self) -> &Arc<ExportTable> {
@@ -207,18 +221,15 @@ async fn accept_loop(
             _ = stop.wait_for(|s| *s) => return,
             a = accept(&listener) => a,
         };
+        let (shared, stop, drain) = (shared.clone(), stop.clone(), drain.clone());
         match accepted {
             Ok(Conn::Tcp(stream, peer)) => {
                 // Replies are written whole; Nagle would only add latency.
                 let _ = stream.set_nodelay(true);
-                let (r, w) = stream.into_split();
-                let (shared, stop, drain) = (shared.clone(), stop.clone(), drain.clone());
-                tokio::spawn(connection(r, w, peer.to_string(), shared, stop, drain));
+                tokio::spawn(tcp_connection(stream, peer.to_string(), shared, stop, drain));
             }
             Ok(Conn::Unix(stream)) => {
-                let (r, w) = stream.into_split();
-                let (shared, stop, drain) = (shared.clone(), stop.clone(), drain.clone());
-                tokio::spawn(connection(r, w, "unix".into(), shared, stop, drain));
+                tokio::spawn(unix_connection(stream, shared, stop, drain));
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
@@ -230,8 +241,8 @@ async fn accept_loop(
 }
 
 enum Conn {
-    Tcp(tokio::net::TcpStream, SocketAddr),
-    Unix(tokio::net::UnixStream),
+    Tcp(TcpStream, SocketAddr),
+    Unix(UnixStream),
 }
 
 async fn accept(l: &Listener) -> std::io::Result<Conn> {
@@ -243,30 +254,117 @@ async fn accept(l: &Listener) -> std::io::Result<Conn> {
     }
 }
 
-async fn connection<R, W>(
-    rd: R,
-    mut wr: W,
+/// Run one handshake step before `deadline`, unless the server stops;
+/// `None` (logged) when it failed or the client left.
+async fn in_time<T>(
+    step: impl Future<Output = Result<Option<T>>>,
+    deadline: Instant,
+    peer: &str,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<T> {
+    let r = tokio::select! {
+        r = tokio::time::timeout_at(deadline, step) => r,
+        _ = stop.wait_for(|s| *s) => return None,
+    };
+    match r {
+        Err(_) => tracing::debug!("{peer}: handshake timed out"),
+        Ok(Err(e)) => tracing::info!("{peer}: handshake ended: {}", e.chain()),
+        Ok(Ok(None)) => tracing::debug!("{peer}: left during the handshake"),
+        Ok(Ok(Some(v))) => return Some(v),
+    }
+    None
+}
+
+fn transmit_or_close(o: Outcome) -> Option<Negotiated> {
+    match o {
+        Outcome::Transmit(n) => Some(n),
+        Outcome::Closed | Outcome::StartTls => None,
+    }
+}
+
+/// A unix socket client: local, so never TLS.
+async fn unix_connection(
+    stream: UnixStream,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    _drain: mpsc::Sender<()>,
+) {
+    let (r, mut wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(READ_BUF, r);
+    let deadline = Instant::now() + shared.cfg.handshake_timeout;
+    let step = async {
+        let Some(flags) = negotiate::greet(&mut rd, &mut wr).await? else { return Ok(None) };
+        let o = negotiate::haggle(&mut rd, &mut wr, flags, &shared.exports, TlsState::Unavailable);
+        Ok(transmit_or_close(o.await?))
+    };
+    if let Some(n) = in_time(step, deadline, "unix", &mut stop).await {
+        transmit(rd, wr, n, "unix", &shared, stop).await;
+    }
+}
+
+/// A TCP client: plain, or upgraded by STARTTLS when the server has TLS.
+/// The handshake timeout covers the TLS handshake too.
+async fn tcp_connection(
+    stream: TcpStream,
     peer: String,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     _drain: mpsc::Sender<()>,
+) {
+    let deadline = Instant::now() + shared.cfg.handshake_timeout;
+    let tls_state = match &shared.tls {
+        None => TlsState::Unavailable,
+        Some(t) if t.required => TlsState::Required,
+        Some(_) => TlsState::Offered,
+    };
+    let (r, mut wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(READ_BUF, r);
+    let step = async {
+        let Some(flags) = negotiate::greet(&mut rd, &mut wr).await? else { return Ok(None) };
+        let o = negotiate::haggle(&mut rd, &mut wr, flags, &shared.exports, tls_state).await?;
+        Ok(Some((flags, o)))
+    };
+    let Some((flags, outcome)) = in_time(step, deadline, &peer, &mut stop).await else { return };
+    let tls = match (outcome, &shared.tls) {
+        (Outcome::StartTls, Some(tls)) => tls.clone(),
+        (o, _) => {
+            if let Some(n) = transmit_or_close(o) {
+                transmit(rd, wr, n, &peer, &shared, stop).await;
+            }
+            return;
+        }
+    };
+    // The client waits for the STARTTLS ack before its ClientHello, so
+    // nothing may be buffered yet; anything there was sent out of turn.
+    if !rd.buffer().is_empty() {
+        return tracing::info!("{peer}: data before the TLS handshake; closing");
+    }
+    let Ok(stream) = rd.into_inner().reunite(wr) else { return };
+    let step = async {
+        let stream =
+            tls.acceptor.accept(stream).await.map_err(|e| Error::io("TLS handshake", e))?;
+        let (r, mut wr) = tokio::io::split(stream);
+        let mut rd = BufReader::with_capacity(READ_BUF, r);
+        let o = negotiate::haggle(&mut rd, &mut wr, flags, &shared.exports, TlsState::Active);
+        Ok(transmit_or_close(o.await?).map(|n| (rd, wr, n)))
+    };
+    if let Some((rd, wr, n)) = in_time(step, deadline, &peer, &mut stop).await {
+        transmit(rd, wr, n, &format!("{peer} (TLS)"), &shared, stop).await;
+    }
+}
+
+/// The transmission phase of a negotiated connection, counted per export.
+async fn transmit<R, W>(
+    rd: BufReader<R>,
+    wr: W,
+    n: Negotiated,
+    peer: &str,
+    shared: &Shared,
+    stop: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let mut rd = BufReader::with_capacity(256 * 1024, rd);
-    let cfg = shared.cfg;
-    let handshake = negotiate::negotiate(&mut rd, &mut wr, &shared.exports);
-    let negotiated = tokio::select! {
-        r = tokio::time::timeout(cfg.handshake_timeout, handshake) => r,
-        _ = stop.wait_for(|s| *s) => return,
-    };
-    let n = match negotiated {
-        Err(_) => return tracing::debug!("{peer}: handshake timed out"),
-        Ok(Err(e)) => return tracing::info!("{peer}: handshake ended: {}", e.chain()),
-        Ok(Ok(None)) => return tracing::debug!("{peer}: left during the handshake"),
-        Ok(Ok(Some(n))) => n,
-    };
     tracing::debug!(
         "{peer}: export {:?}, structured replies {}, contexts {:?}",
         n.export.name,
@@ -277,7 +375,7 @@ async fn connection<R, W>(
     let export = n.export.clone();
     export.counters.connections.fetch_add(1, Ordering::Relaxed);
     export.counters.connections_total.fetch_add(1, Ordering::Relaxed);
-    let end = transmission::run(rd, wr, n.export, n.session, cfg.limits, stop).await;
+    let end = transmission::run(rd, wr, n.export, n.session, shared.cfg.limits, stop).await;
     export.counters.connections.fetch_sub(1, Ordering::Relaxed);
     match end {
         End::Disconnect | End::Shutdown => tracing::debug!("{peer}: {name}: closed"),

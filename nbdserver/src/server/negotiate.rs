@@ -20,6 +20,30 @@ pub struct Negotiated {
     pub session: Session,
 }
 
+/// Where TLS stands on a connection during option haggling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsState {
+    /// Not configured (or a unix socket): STARTTLS is refused by policy.
+    Unavailable,
+    /// STARTTLS is offered; plain clients are served too.
+    Offered,
+    /// Only STARTTLS and ABORT are answered until the upgrade.
+    Required,
+    /// The connection runs over TLS.
+    Active,
+}
+
+/// How option haggling ended.
+pub enum Outcome {
+    /// Go to transmission.
+    Transmit(Negotiated),
+    /// STARTTLS was acknowledged: run the TLS handshake, then haggle again
+    /// (over TLS, with fresh state) on the same client flags.
+    StartTls,
+    /// The client aborted or went away cleanly.
+    Closed,
+}
+
 /// Per-connection negotiation state.
 #[derive(Default)]
 struct State {
@@ -53,12 +77,9 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::io(what.to_string(), e)
 }
 
-/// Run the handshake. `Ok(None)`: the client aborted or went away cleanly.
-pub async fn negotiate<R, W>(
-    rd: &mut R,
-    wr: &mut W,
-    exports: &ExportTable,
-) -> Result<Option<Negotiated>>
+/// Send the greeting and read the client flags. `Ok(None)`: the client
+/// went away.
+pub async fn greet<R, W>(rd: &mut R, wr: &mut W) -> Result<Option<ClientFlags>>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -70,13 +91,28 @@ where
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(Error::io("read client flags", e)),
     };
-    let flags = ClientFlags::parse(raw).map_err(|e| protocol(e.to_string()))?;
+    ClientFlags::parse(raw).map(Some).map_err(|e| protocol(e.to_string()))
+}
+
+/// Run the option haggling. State negotiated before a STARTTLS is never
+/// carried over: the caller haggles again from scratch over TLS.
+pub async fn haggle<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    flags: ClientFlags,
+    exports: &ExportTable,
+    tls: TlsState,
+) -> Result<Outcome>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut state = State::default();
     loop {
         let mut hbuf = [0u8; OPTION_HEADER_LEN];
         match rd.read_exact(&mut hbuf).await {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Outcome::Closed),
             Err(e) => return Err(Error::io("read option", e)),
         }
         let header = OptionHeader::parse(&hbuf).map_err(|e| protocol(e.to_string()))?;
@@ -86,7 +122,21 @@ where
             return Err(protocol("a client without fixed newstyle may only send EXPORT_NAME"));
         }
         let mut out = Vec::new();
+        let tls_first =
+            tls == TlsState::Required && !matches!(header.code, OPT_STARTTLS | OPT_ABORT);
+        if tls_first && header.code == OPT_EXPORT_NAME {
+            // EXPORT_NAME cannot carry an error: the spec says disconnect.
+            return Err(protocol("EXPORT_NAME before STARTTLS on a server that requires TLS"));
+        }
         let done = match ClientOption::parse(header.code, &data) {
+            _ if tls_first => {
+                let e = OptionError {
+                    reply: REP_ERR_TLS_REQD,
+                    message: "this server requires TLS: send NBD_OPT_STARTTLS first".into(),
+                };
+                out = hs::error_reply(header.code, &e);
+                Step::Continue
+            }
             Err(e) if header.code == OPT_EXPORT_NAME => {
                 return Err(protocol(format!("EXPORT_NAME: {}", e.message)));
             }
@@ -94,16 +144,17 @@ where
                 out = hs::error_reply(header.code, &e);
                 Step::Continue
             }
-            Ok(opt) => handle(opt, header.code, flags, &mut state, exports, &mut out)?,
+            Ok(opt) => handle(opt, header.code, flags, tls, &mut state, exports, &mut out)?,
         };
         wr.write_all(&out).await.map_err(io("send option reply"))?;
         wr.flush().await.map_err(io("send option reply"))?;
         match done {
             Step::Continue => {}
-            Step::Abort => return Ok(None),
+            Step::Abort => return Ok(Outcome::Closed),
+            Step::StartTls => return Ok(Outcome::StartTls),
             Step::Transmit(export) => {
                 let session = state.session(&export);
-                return Ok(Some(Negotiated { export, session }));
+                return Ok(Outcome::Transmit(Negotiated { export, session }));
             }
         }
     }
@@ -112,6 +163,7 @@ where
 enum Step {
     Continue,
     Abort,
+    StartTls,
     Transmit(Arc<Export>),
 }
 
@@ -128,6 +180,7 @@ fn handle(
     opt: ClientOption,
     code: u32,
     flags: ClientFlags,
+    tls: TlsState,
     state: &mut State,
     exports: &ExportTable,
     out: &mut Vec<u8>,
@@ -152,10 +205,22 @@ fn handle(
             }
             out.extend(hs::ack(code));
         }
-        ClientOption::StartTls => {
-            let e = OptionError { reply: REP_ERR_POLICY, message: "TLS is not enabled".into() };
-            out.extend(hs::error_reply(code, &e));
-        }
+        ClientOption::StartTls => match tls {
+            TlsState::Offered | TlsState::Required => {
+                out.extend(hs::ack(code));
+                return Ok(Step::StartTls);
+            }
+            TlsState::Active => {
+                out.extend(hs::error_reply(code, &OptionError::invalid("TLS is already active")))
+            }
+            TlsState::Unavailable => {
+                let e = OptionError {
+                    reply: REP_ERR_POLICY,
+                    message: "TLS is not enabled on this listener".into(),
+                };
+                out.extend(hs::error_reply(code, &e));
+            }
+        },
         ClientOption::Info(req) => {
             info(code, &req, state, exports, out);
         }

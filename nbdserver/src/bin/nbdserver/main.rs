@@ -30,7 +30,8 @@ use clap::{Parser, Subcommand};
 ///
 /// Protocol: fixed-newstyle NBD, structured replies, block status
 /// (base:allocation, zosfs:cached), multi-conn, FUA, TRIM, WRITE_ZEROES
-/// (fast zero), CACHE. SIGTERM/SIGINT: stop accepting, answer in-flight
+/// (fast zero), CACHE, STARTTLS (--tls-cert/--tls-key; clients use
+/// nbds:// URIs). SIGTERM/SIGINT: stop accepting, answer in-flight
 /// requests, flush every device, exit 0. SIGHUP: re-read --config and add
 /// or remove exports.
 #[derive(Parser, Debug)]

@@ -9,6 +9,8 @@ use zosfs_nbdserver::config::FillMode;
 use zosfs_nbdserver::device::BlockDevice;
 use zosfs_nbdserver::device::spec::{DeviceSpec, ExportSpec, parse_size};
 use zosfs_nbdserver::server::control::control_path;
+use zosfs_nbdserver::server::export::DEFAULT_FETCH_DEPTH;
+use zosfs_nbdserver::server::tls::{Tls, TlsFiles};
 use zosfs_nbdserver::server::{Export, ExportTable, Listener, Opener, Server, ServerConfig};
 use zosfs_store::engine::shared_engine;
 
@@ -34,8 +36,24 @@ pub struct ServeArgs {
     pub fill_bandwidth: Option<String>,
     /// Chunk fetches in flight per device, and connections per remote
     /// store (a 0-db connection carries one request at a time).
-    #[arg(long, value_name = "N", default_value_t = zosfs_nbdserver::server::export::DEFAULT_FETCH_DEPTH)]
-    pub fetch_depth: usize,
+    /// [default: 32]
+    #[arg(long, value_name = "N")]
+    pub fetch_depth: Option<usize>,
+    /// TLS: PEM certificate chain of the server. With --tls-key, TCP
+    /// clients must upgrade with STARTTLS (nbds:// URIs) unless
+    /// --tls-allow-plain. Unix socket clients stay plain.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: PEM private key of the certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: PEM CA certificates; clients must present a certificate
+    /// signed by one of them.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// TLS: also serve TCP clients that do not upgrade.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_allow_plain: bool,
     /// Serve Prometheus metrics over HTTP on this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
@@ -153,26 +171,46 @@ async fn stop_signal(args: DeviceArgs, ctx: Arc<Ctx>, table: Arc<ExportTable>) {
     }
 }
 
+/// TLS settings: the flags, else the config's `[tls]` table.
+fn tls_files(a: &ServeArgs, s: &Settings) -> Option<TlsFiles> {
+    match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: a.tls_client_ca.clone(),
+            required: !a.tls_allow_plain,
+        }),
+        _ => s.file.tls.as_ref().map(|t| t.files()),
+    }
+}
+
 pub fn run(a: ServeArgs) -> Result<()> {
     let settings = a.devices.resolve()?;
     settings.require_exports()?;
     let bandwidth =
         a.fill_bandwidth.as_deref().map(parse_size).transpose()?.or(settings.file.bandwidth()?);
     let fill = settings.fill(a.fill);
+    let tls = tls_files(&a, &settings).as_ref().map(Tls::load).transpose()?;
+    if let Some(t) = &tls {
+        let mode = if t.required { "required" } else { "offered" };
+        tracing::info!("TLS {mode} on TCP listeners");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         std::fs::create_dir_all(&settings.cache_dir)
             .with_context(|| format!("create cache dir {}", settings.cache_dir.display()))?;
         let engine = shared_engine(a.devices.engine).context("open the I/O engine")?;
         let mut opener = Opener::new(&settings.cache_dir, settings.stores.clone(), engine.clone());
-        opener.set_fetch_depth(a.fetch_depth);
+        opener.set_fetch_depth(
+            a.fetch_depth.or(settings.file.fetch_depth).unwrap_or(DEFAULT_FETCH_DEPTH),
+        );
         let ctx = Arc::new(Ctx { opener, fill, bandwidth });
         let mut exports = Vec::new();
         for spec in &settings.specs {
             exports.push(ctx.open(spec).await?);
         }
         let table = Arc::new(ExportTable::new(exports));
-        let server = Server::new(table.clone(), ServerConfig::default());
+        let server = Server::with_tls(table.clone(), ServerConfig::default(), tls);
         let listeners = listeners(&a, &settings).await?;
         for l in &listeners {
             tracing::info!("listening on {} (I/O engine {})", l.describe(), engine.name());
