@@ -1,7 +1,9 @@
 //! Open file and directory handles, and passthrough backing ids.
 //!
-//! A directory's listing is taken once at opendir and kept with its handle,
-//! so a long readdir with offsets is linear, not quadratic. A passthrough
+//! A directory's listing is taken at its handle's first readdir and kept
+//! with the handle, so a long readdir with offsets is linear, not
+//! quadratic; an opendir the kernel then serves from its own cache of the
+//! directory (FOPEN_CACHE_DIR) costs no listing at all. A passthrough
 //! backing id is shared by every open handle of one inode (the kernel
 //! requires one id per inode while any handle using it is open) and closed
 //! when the last such handle is released.
@@ -29,11 +31,32 @@ struct OpenFile {
     backing: Option<Arc<BackingId>>,
 }
 
+/// An open directory: its listing, once read.
+pub(super) struct DirHandle {
+    pub ino: Ino,
+    entries: std::sync::OnceLock<Arc<Vec<DirEntry>>>,
+}
+
+impl DirHandle {
+    /// The listing, read by `list` on first use.
+    pub fn entries(
+        &self,
+        list: impl FnOnce() -> crate::error::Result<Vec<DirEntry>>,
+    ) -> crate::error::Result<Arc<Vec<DirEntry>>> {
+        if let Some(e) = self.entries.get() {
+            return Ok(e.clone());
+        }
+        let e = Arc::new(list()?);
+        // Two racing first readdirs read the same immutable listing.
+        Ok(self.entries.get_or_init(|| e).clone())
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Handles {
     next: AtomicU64,
     files: Mutex<HashMap<u64, OpenFile>>,
-    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
     backing: Mutex<HashMap<Ino, Weak<BackingId>>>,
     cached: Mutex<HashMap<Ino, usize>>,
 }
@@ -87,13 +110,14 @@ impl Handles {
         drop(f);
     }
 
-    pub fn open_dir(&self, entries: Vec<DirEntry>) -> u64 {
+    pub fn open_dir(&self, ino: Ino) -> u64 {
         let fh = self.next();
-        self.dirs.lock().insert(fh, Arc::new(entries));
+        let h = DirHandle { ino, entries: std::sync::OnceLock::new() };
+        self.dirs.lock().insert(fh, Arc::new(h));
         fh
     }
 
-    pub fn dir(&self, fh: u64) -> Option<Arc<Vec<DirEntry>>> {
+    pub fn dir(&self, fh: u64) -> Option<Arc<DirHandle>> {
         self.dirs.lock().get(&fh).cloned()
     }
 

@@ -312,14 +312,18 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.tree.readdir(self.ino(ino)) {
-            Ok(entries) => {
-                let fh = self.handles.open_dir(entries);
+        // The listing is read at the first readdir: the kernel serves most
+        // opendirs of a directory it has read from its cache.
+        let ino = self.ino(ino);
+        match self.tree.getattr(ino) {
+            Ok(a) if a.kind == Kind::Dir => {
+                let fh = self.handles.open_dir(ino);
                 reply.opened(
                     FileHandle(fh),
                     FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
                 )
             }
+            Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -332,9 +336,13 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(entries) = self.handles.dir(fh.0) else {
+        let Some(dir) = self.handles.dir(fh.0) else {
             reply.error(Errno::EBADF);
             return;
+        };
+        let entries = match dir.entries(|| self.tree.readdir(dir.ino)) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno(&e)),
         };
         // Offsets: 1 after ".", 2 after "..", i + 3 after entries[i].
         let mut off = offset;
@@ -367,9 +375,13 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(entries) = self.handles.dir(fh.0) else {
+        let Some(dir) = self.handles.dir(fh.0) else {
             reply.error(Errno::EBADF);
             return;
+        };
+        let entries = match dir.entries(|| self.tree.readdir(dir.ino)) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno(&e)),
         };
         let dir_attr = match self.tree.getattr(self.ino(ino)) {
             Ok(a) => self.attr(&a),
