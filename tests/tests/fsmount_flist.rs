@@ -68,11 +68,20 @@ fn flist_mount_shows_every_entry_exactly() -> Result<()> {
     // A file opened while its content was not local stays open (served
     // in user space) while the content completes: later opens of it must
     // not ask for passthrough (the kernel refuses mixing the modes: EIO).
+    // A second mount of the flist (same process, same cache) tells when
+    // the content is complete: its opens then use passthrough.
     let big = std::fs::read(src.join("usr/lib/big.bin"))?;
     let held = std::fs::File::open(mnt.join("usr/lib/big.bin"))?;
     ensure!(std::fs::read(mnt.join("usr/lib/big.bin"))? == big);
+    let probe = env.mkdir("probe")?;
+    env.mount(&fl, &probe, &[])?;
+    wait_for("the content to complete", Duration::from_secs(30), || {
+        ensure!(std::fs::read(probe.join("usr/lib/big.bin"))? == big);
+        Ok((stat_field(&env, &probe, "passthrough opens")? > 0).then_some(()))
+    })?;
     ensure!(std::fs::read(mnt.join("usr/lib/big.bin"))? == big);
     drop(held);
+    env.umount(&probe)?;
 
     // Every entry: type, mode, owners, size, link count, ns mtime, device
     // numbers, symlink target, xattrs and content. Inode numbers are the
