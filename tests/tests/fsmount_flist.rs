@@ -3,7 +3,7 @@
 //! (one byte of a 100 MiB file fetches one chunk), a node cache shared by
 //! two mounts and kept across restarts, a replica that dies mid-read (EIO,
 //! then recovery), kill -9 with an rw layer, and a debootstrap rootfs used
-//! through chroot.
+//! through chroot; an rfs `.fl` and layered flists.
 
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
@@ -361,6 +361,66 @@ fn debootstrap_rootfs_runs_from_a_lazy_mount() -> Result<()> {
         fetched as f64 * 100.0 / image as f64
     );
     ensure!(fetched > 0 && fetched < image, "fetched {fetched} of {image} bytes");
+    env.umount(&mnt)?;
+    env.wait_clean()
+}
+
+#[test]
+fn an_rfs_fl_mounts_like_its_source() -> Result<()> {
+    let env = Env::new()?;
+    let src = env.mkdir("rfs-src")?;
+    std::fs::create_dir_all(src.join("etc/conf.d"))?;
+    std::fs::write(src.join("etc/hostname"), b"zos\n")?;
+    std::fs::write(src.join("etc/conf.d/big"), noise(9, 1_300_000))?;
+    std::fs::write(src.join("empty"), b"")?;
+    std::os::unix::fs::symlink("etc/hostname", src.join("link"))?;
+    // rfs keeps mtimes in whole seconds.
+    for p in ["etc/hostname", "etc/conf.d/big", "empty", "link", "etc/conf.d", "etc", "."] {
+        run(Command::new("touch").args(["-h", "-d", "2022-02-02 02:02:02"]).arg(src.join(p)))?;
+    }
+    let store = env.path().join("store");
+    let fl = env.path().join("image.fl");
+    let rt = tokio::runtime::Runtime::new()?;
+    let s = rt.block_on(zosfs_store::backend::open_backend(
+        &dir_url(&store).parse()?,
+        &Default::default(),
+    ))?;
+    zosfs_flist::legacy::rfs::write_fl(&src, &fl, &*s, rt.handle(), &[dir_url(&store)], &[])?;
+    drop(rt);
+
+    let mnt = env.mkdir("mnt")?;
+    // No --store: the routes the .fl records.
+    env.mount(&fl, &mnt, &[])?;
+    compare_trees(&describe_tree(&src, true)?, &describe_tree(&mnt, true)?, &["ino"])?;
+    ensure!(stat_field(&env, &mnt, "chunks fetched")? >= 3);
+    env.umount(&mnt)?;
+    env.wait_clean()
+}
+
+#[test]
+fn layered_flists_later_wins() -> Result<()> {
+    let env = Env::new()?;
+    let (a, b) = (env.mkdir("a")?, env.mkdir("b")?);
+    std::fs::create_dir_all(a.join("etc"))?;
+    std::fs::write(a.join("etc/conf"), b"from a")?;
+    std::fs::write(a.join("etc/a-only"), b"a")?;
+    std::fs::create_dir_all(b.join("etc"))?;
+    std::fs::write(b.join("etc/conf"), b"from b")?;
+    std::fs::write(b.join("etc/b-only"), b"b")?;
+    let store = dir_url(&env.path().join("store"));
+    let (fa, fb) = (pack(&env, &a, &store)?, pack(&env, &b, &store)?);
+    let mnt = env.mkdir("mnt")?;
+    env.fsmount_ok(&[
+        OsStr::new("-d"),
+        OsStr::new("--flist"),
+        fa.as_os_str(),
+        OsStr::new("--flist"),
+        fb.as_os_str(),
+        mnt.as_os_str(),
+    ])?;
+    ensure!(std::fs::read(mnt.join("etc/conf"))? == b"from b");
+    ensure!(std::fs::read(mnt.join("etc/a-only"))? == b"a");
+    ensure!(std::fs::read(mnt.join("etc/b-only"))? == b"b");
     env.umount(&mnt)?;
     env.wait_clean()
 }
