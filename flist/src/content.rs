@@ -16,6 +16,8 @@ pub enum DataChunk {
     Zck1(ChunkRef),
     /// rfs `.fl` block: id = BLAKE2b-256(blob), key = BLAKE2b-256(plain).
     Rfs { id: [u8; 32], key: [u8; 32], len: u32 },
+    /// 0-fs `.flist` block: BLAKE2b-128 (or -256) id and key, snappy, XXTEA.
+    ZeroFs(crate::legacy::zerofs::Block),
 }
 
 impl DataChunk {
@@ -24,6 +26,7 @@ impl DataChunk {
         match self {
             DataChunk::Zck1(c) => c.id,
             DataChunk::Rfs { id, .. } => ChunkId(*id),
+            DataChunk::ZeroFs(b) => b.store_id(),
         }
     }
 
@@ -32,6 +35,7 @@ impl DataChunk {
         match self {
             DataChunk::Zck1(c) => u64::from(c.len),
             DataChunk::Rfs { len, .. } => u64::from(*len),
+            DataChunk::ZeroFs(b) => u64::from(b.len),
         }
     }
 
@@ -46,6 +50,7 @@ impl DataChunk {
             DataChunk::Zck1(c) => zosfs_store::chunk::decode(blob, &c.key)
                 .map_err(|e| Error::with_source(ErrorKind::Store, format!("chunk {}", c.id), e))?,
             DataChunk::Rfs { id, key, .. } => crate::legacy::rfs::decode_block(id, key, blob)?,
+            DataChunk::ZeroFs(b) => b.decode(blob)?,
         };
         if plain.len() as u64 != self.len() {
             return Err(Error::new(

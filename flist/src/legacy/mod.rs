@@ -3,10 +3,15 @@
 //!
 //! * [`rfs`] — rfs `.fl`: a SQLite database (`inode`, `extra`, `block`,
 //!   `tag`, `route` tables); chunks BLAKE2b-256, snappy, AES-256-GCM.
+//! * [`zerofs`] — 0-fs / 0-flist `.flist`: a tar.gz holding a SQLite
+//!   `entries` table of capnp `Dir` records; chunks BLAKE2b-128, snappy,
+//!   XXTEA. Its capnp messages are read by [`capnp`] (wire format only).
 //!
 //! [`open_any`] sniffs a file's format by its first bytes.
 
+pub mod capnp;
 pub mod rfs;
+pub mod zerofs;
 
 use std::path::Path;
 
@@ -21,24 +26,58 @@ pub enum Format {
     Native,
     /// rfs `.fl`: SQLite.
     Rfs,
+    /// 0-fs `.flist`: tar (gzip) of a SQLite database.
+    ZeroFs,
+    /// An extracted 0-fs database (`flistdb.sqlite3`).
+    ZeroFsDb,
 }
 
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
+
+/// Which SQLite flist `path` is: rfs has an `inode` table, 0-fs `entries`.
+fn sqlite_format(path: &Path) -> Result<Format> {
+    let shown = path.display();
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| {
+        crate::Error::with_source(crate::ErrorKind::Corrupt, format!("{shown}: open"), e)
+    })?;
+    let has = |table: &str| -> Result<bool> {
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [table],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+        .map_err(|e| {
+            crate::Error::with_source(
+                crate::ErrorKind::Corrupt,
+                format!("{shown}: damaged SQLite database"),
+                e,
+            )
+        })
+    };
+    if has("entries")? && !has("inode")? { Ok(Format::ZeroFsDb) } else { Ok(Format::Rfs) }
+}
 
 /// Tell the format of an flist file from its first bytes.
 pub fn sniff(path: &Path) -> Result<Format> {
     if path.is_dir() {
         return Ok(Format::Native);
     }
-    let head = archive::sniff(path, 16)?;
+    let head = archive::sniff(path, 512)?;
     if head.starts_with(SQLITE_MAGIC) {
-        Ok(Format::Rfs)
+        sqlite_format(path)
     } else if head.starts_with(ZSTD_MAGIC) {
         Ok(Format::Native)
+    } else if zerofs::archive::sniff(&head) {
+        Ok(Format::ZeroFs)
     } else {
         Err(corrupt(format!(
-            "{}: not an flist (neither a zosfs .flist nor an rfs .fl file)",
+            "{}: not an flist (neither a zosfs .flist, an rfs .fl nor a 0-fs .flist file)",
             path.display()
         )))
     }
@@ -49,5 +88,7 @@ pub fn open_any(path: &Path, opts: &OpenOptions) -> Result<Box<dyn Tree>> {
     Ok(match sniff(path)? {
         Format::Native => Box::new(Flist::open_with(path, opts)?),
         Format::Rfs => Box::new(rfs::RfsFlist::open(path)?),
+        Format::ZeroFs => Box::new(zerofs::ZeroFsFlist::open_with(path, opts)?),
+        Format::ZeroFsDb => Box::new(zerofs::ZeroFsFlist::open_db(path)?),
     })
 }

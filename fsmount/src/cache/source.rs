@@ -63,6 +63,13 @@ pub fn content_id(chunks: &[DataChunk]) -> [u8; 32] {
                 h.update(key);
                 h.update(&len.to_le_bytes());
             }
+            DataChunk::ZeroFs(b) => {
+                let (id, key) = (b.id.as_slice(), b.key.as_slice());
+                h.update(&[3, id.len() as u8, key.len() as u8]);
+                h.update(id);
+                h.update(key);
+                h.update(&b.len.to_le_bytes());
+            }
         }
     }
     *h.finalize().as_bytes()

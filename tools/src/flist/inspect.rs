@@ -27,7 +27,10 @@ pub fn run(ctx: &Ctx, a: InspectArgs) -> Result<ExitCode> {
     println!("tool:         {}", h.tool);
     println!("chunking:     {}", h.chunking);
     println!("codec:        {}", h.codec);
-    println!("compression:  zstd level {}", h.compression_level);
+    // Legacy codecs name their (fixed) compression in the codec line.
+    if h.codec == zosfs_flist::Codec::Zck1 {
+        println!("compression:  zstd level {}", h.compression_level);
+    }
     for r in &h.routes {
         println!("route:        {r}");
     }
