@@ -17,8 +17,9 @@
 # "Warm" means served from local state: nbdserver's cache file after the
 # cold fill, the raw file (in the page cache) for the peers. Writes go to
 # the filled image device for nbdserver and to copies of the raw file for
-# the peers. The 20 ms case puts a TCP proxy that holds every request for
-# 20 ms between nbdserver and its replica.
+# the peers. The 20 ms case puts `chunkstore delay-proxy` (a delay line:
+# every request held 20 ms, requests in flight overlap) between nbdserver
+# and its replica.
 #
 # Env: BENCH_NBD_SIZE (image size, default 1G), BENCH_NBD_RUNTIME (seconds
 # per fio run, default 10), BENCH_NBD_DIR (scratch dir, kept; default a
@@ -173,34 +174,8 @@ stop "$Z_PID" "$Q_PID" "$K_PID"
 rm -f "$WORK/q.raw" "$WORK/k.raw"
 
 # ---- Cold full read, 20 ms per fetch ----
-cat > "$WORK/delay.py" <<'EOF'
-# A TCP proxy that holds every client->server message for DELAY seconds
-# (the 0-db client keeps one request in flight per connection, so each
-# fetch pays it once).
-import asyncio, sys
-listen, target, delay = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-async def pipe(r, w, d):
-    try:
-        while data := await r.read(1 << 20):
-            if d:
-                await asyncio.sleep(d)
-            w.write(data)
-            await w.drain()
-    except (ConnectionError, asyncio.IncompleteReadError):
-        pass
-    finally:
-        w.close()
-async def handle(cr, cw):
-    sr, sw = await asyncio.open_connection("127.0.0.1", target)
-    await asyncio.gather(pipe(cr, sw, delay), pipe(sr, cw, 0))
-async def main():
-    srv = await asyncio.start_server(handle, "127.0.0.1", listen)
-    async with srv:
-        await srv.serve_forever()
-asyncio.run(main())
-EOF
 D_PORT=$(free_port)
-start python3 "$WORK/delay.py" "$D_PORT" "$ZDB_PORT" 0.020
+start "$BIN/chunkstore" delay-proxy --listen "127.0.0.1:$D_PORT" --to "127.0.0.1:$ZDB_PORT" --delay-ms 20 2>/dev/null
 D_PID=${PIDS[-1]}
 wait_port "$D_PORT"
 Z_PORT=$(free_port)
