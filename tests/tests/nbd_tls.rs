@@ -2,7 +2,8 @@
 //! openssl CLI) against libnbd (nbdinfo, nbdsh) and qemu (GnuTLS) clients:
 //! TLS required (plain clients get NBD_REP_ERR_TLS_REQD), a client of
 //! another CA refused, client certificates required when a client CA is
-//! given, and plain clients served too with --tls-allow-plain.
+//! given, plain clients served too with --tls-allow-plain, and STARTTLS
+//! refused by a server without TLS.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,8 +11,10 @@ use std::process::Command;
 use anyhow::{Result, ensure};
 use zosfs_tests::nbd::{NbdServer, RawClient, nbdsh_script, run, run_text};
 
+const REP_ERR_POLICY: u32 = (1 << 31) + 2;
 const REP_ERR_TLS_REQD: u32 = (1 << 31) + 5;
 const OPT_LIST: u32 = 3;
+const OPT_STARTTLS: u32 = 5;
 
 fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
     run(Command::new("openssl").current_dir(dir).args(args))?;
@@ -245,5 +248,19 @@ fn client_certificates_and_plain_allowed() -> Result<()> {
         nbdinfo_size(&tls_uri(srv.port, "d", &without))? == Some(8 << 20),
         "TLS client refused"
     );
+    Ok(())
+}
+
+#[test]
+fn starttls_refused_by_a_plain_server() -> Result<()> {
+    let t = tempfile::tempdir()?;
+    let srv = NbdServer::start(&t.path().join("cache"), &["--export", "d=blank:8M"])?;
+    let mut raw = RawClient::connect(srv.port)?;
+    raw.send_option(OPT_STARTTLS, &[])?;
+    let (opt, typ, _) = raw.option_reply()?;
+    ensure!(opt == OPT_STARTTLS && typ == REP_ERR_POLICY, "STARTTLS answered {typ:#x}");
+    // The negotiation goes on in plain text.
+    let (size, _) = raw.go("d")?;
+    ensure!(size == 8 << 20);
     Ok(())
 }
