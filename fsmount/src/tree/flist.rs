@@ -10,6 +10,7 @@
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -145,8 +146,35 @@ fn open_store(cache: &ContentCache, urls: &[String], codec: Codec) -> Result<Sto
     Ok(r)
 }
 
-/// Walk the flist for its files (each inode once), then fill them one
-/// after the other.
+/// Files filled at once by `--prefetch all` (small files are mostly round
+/// trips: one at a time would leave the bandwidth unused).
+const PREFETCH_WORKERS: usize = 8;
+
+/// Start times of fills under one bandwidth cap: each file reserves the
+/// time its bytes take at the cap, after the previous reservation.
+struct Pacer {
+    bandwidth: Option<u64>,
+    next: parking_lot::Mutex<std::time::Instant>,
+}
+
+impl Pacer {
+    fn wait_turn(&self, bytes: u64) {
+        let Some(bw) = self.bandwidth else { return };
+        let start = {
+            let mut next = self.next.lock();
+            let start = (*next).max(std::time::Instant::now());
+            *next = start + Duration::from_secs_f64(bytes as f64 / bw as f64);
+            start
+        };
+        let now = std::time::Instant::now();
+        if start > now {
+            std::thread::sleep(start - now);
+        }
+    }
+}
+
+/// Walk the flist for its files (each inode once), then fill them, a few
+/// at a time, paced to the bandwidth cap over all of them.
 fn prefetch_all(tree: Weak<FlistTree>, bandwidth: Option<u64>) {
     let files = {
         let Some(t) = tree.upgrade() else { return };
@@ -154,7 +182,7 @@ fn prefetch_all(tree: Weak<FlistTree>, bandwidth: Option<u64>) {
         let mut files = Vec::new();
         let res = zosfs_flist::walk(&*t.reader, t.reader.root(), b"", &mut |_, inode| {
             if inode.kind == zosfs_flist::Kind::File && inode.size > 0 && seen.insert(inode.ino) {
-                files.push(inode.ino);
+                files.push((inode.ino, inode.size));
             }
             Ok(zosfs_flist::Step::Continue)
         });
@@ -165,26 +193,43 @@ fn prefetch_all(tree: Weak<FlistTree>, bandwidth: Option<u64>) {
         files
     };
     let started = std::time::Instant::now();
-    let (mut done, mut failed) = (0u64, 0u64);
-    for ino in files {
-        let Some(t) = tree.upgrade() else {
-            tracing::info!("prefetch stopped: the mount went away");
-            return;
-        };
-        let res = t
-            .reader
-            .data(ino)
-            .map_err(flist_err)
-            .and_then(|chunks| t.cache.fill(&t.store, chunks, &t.counters, bandwidth));
-        match res {
-            Ok(()) => done += 1,
-            Err(e) => {
-                failed += 1;
-                tracing::warn!("prefetch of inode {ino}: {e}");
-            }
+    let pacer = Pacer { bandwidth, next: parking_lot::Mutex::new(started) };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (done, failed) = (AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|s| {
+        for _ in 0..PREFETCH_WORKERS {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(ino, size)) = files.get(i) else { return };
+                    pacer.wait_turn(size);
+                    // Stop as soon as the mount went away.
+                    let Some(t) = tree.upgrade() else { return };
+                    let res =
+                        t.reader.data(ino).map_err(flist_err).and_then(|chunks| {
+                            t.cache.fill(&t.store, chunks, &t.counters, bandwidth)
+                        });
+                    match res {
+                        Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            tracing::warn!("prefetch of inode {ino}: {e}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            });
         }
+    });
+    if tree.upgrade().is_none() {
+        tracing::info!("prefetch stopped: the mount went away");
+        return;
     }
-    tracing::info!("prefetch: {done} files filled, {failed} failed in {:?}", started.elapsed());
+    tracing::info!(
+        "prefetch: {} files filled, {} failed in {:?}",
+        done.into_inner(),
+        failed.into_inner(),
+        started.elapsed()
+    );
 }
 
 impl Tree for FlistTree {
