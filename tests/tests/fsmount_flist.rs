@@ -90,6 +90,14 @@ fn flist_mount_shows_every_entry_exactly() -> Result<()> {
     let got = describe_tree(&mnt, true)?;
     compare_trees(&want, &got, &["ino"])?;
     ensure!(got[Path::new("")].ino == 1, "root inode {}", got[Path::new("")].ino);
+    // 300 small files: more than the server keeps open when idle, so the
+    // oldest were closed; read again, they open again, nothing is fetched.
+    let fetched = stat_field(&env, &mnt, "chunks fetched")?;
+    for i in 0..300 {
+        let name = format!("wide/f{i:04}");
+        ensure!(std::fs::read(mnt.join(&name))? == format!("{i}").as_bytes(), "{name}");
+    }
+    ensure!(stat_field(&env, &mnt, "chunks fetched")? == fetched);
     let (a, b) = (&got[Path::new("usr/bin/tool")], &got[Path::new("usr/bin/tool-link")]);
     ensure!(a.ino == b.ino && a.nlink == 2, "hardlinks: {a:?} vs {b:?}");
     let e = std::fs::symlink_metadata(mnt.join("etc/no-such-entry")).unwrap_err();

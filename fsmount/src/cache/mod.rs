@@ -20,7 +20,7 @@
 pub mod content;
 pub mod source;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,6 +46,9 @@ pub const FETCH_DEPTH: usize = 32;
 /// Chunks fetched ahead of a sequential reader.
 const READAHEAD: u32 = 16;
 const FLISTS: &str = "flists";
+/// Contents kept open while no one uses them (each holds two files and a
+/// task); older idle ones are closed, and opened again when needed.
+const MAX_IDLE_LOADED: usize = 256;
 
 struct Entry {
     /// None: files found on disk at startup, not opened yet.
@@ -57,10 +60,15 @@ struct Entry {
     bytes: u64,
     /// Bytes of the content (0: not known yet).
     size: u64,
+    /// The close of the LazyFile last unloaded: a new open waits for it
+    /// (the files are flock'ed until it ends).
+    closing: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 struct State {
     entries: HashMap<[u8; 32], Entry>,
+    /// Loaded contents nobody uses, by `last_used`.
+    idle: BTreeMap<u64, [u8; 32]>,
     tick: u64,
 }
 
@@ -125,7 +133,14 @@ impl ContentCache {
         for (tick, (id, bytes, _)) in found.into_iter().enumerate() {
             entries.insert(
                 id,
-                Entry { loaded: None, users: 0, last_used: tick as u64, bytes, size: 0 },
+                Entry {
+                    loaded: None,
+                    users: 0,
+                    last_used: tick as u64,
+                    bytes,
+                    size: 0,
+                    closing: None,
+                },
             );
         }
         let tick = entries.len() as u64;
@@ -133,7 +148,7 @@ impl ContentCache {
             dir: dir.to_path_buf(),
             budget,
             rt,
-            state: Mutex::new(State { entries, tick }),
+            state: Mutex::new(State { entries, idle: BTreeMap::new(), tick }),
         };
         cache.evict();
         Ok(cache)
@@ -162,17 +177,35 @@ impl ContentCache {
         counters: &Arc<Counters>,
     ) -> Result<([u8; 32], LazyFile, Arc<FlistSource>)> {
         let id = content_id(&chunks);
-        let mut st = self.state.lock();
-        st.tick += 1;
-        let tick = st.tick;
-        if let Some(e) = st.entries.get_mut(&id) {
+        let mut st = loop {
+            let mut st = self.state.lock();
+            st.tick += 1;
+            let tick = st.tick;
+            let st_ref = &mut *st;
+            let Some(e) = st_ref.entries.get_mut(&id) else { break st };
             if let Some((lf, src)) = &e.loaded {
+                if e.users == 0 {
+                    st_ref.idle.remove(&e.last_used);
+                }
                 e.users += 1;
                 e.last_used = tick;
                 src.attribution.set(counters);
                 return Ok((id, lf.clone(), src.clone()));
             }
-        }
+            match e.closing.clone() {
+                // Unloaded a moment ago: its files are free once the close
+                // ends. Wait without the lock (the close may need a release).
+                Some(mut rx) if !*rx.borrow() => {
+                    drop(st);
+                    let _ = self.rt.block_on(rx.wait_for(|done| *done));
+                }
+                _ => {
+                    e.closing = None;
+                    break st;
+                }
+            }
+        };
+        let tick = st.tick;
         // Open under the lock: a second opener of the same content must not
         // race us to the file (LazyFile files are flock'ed). Opening reads
         // one small state file.
@@ -196,26 +229,47 @@ impl ContentCache {
             last_used: tick,
             bytes: 0,
             size: lf.size(),
+            closing: None,
         });
         e.size = lf.size();
         e.loaded = Some((lf.clone(), source.clone()));
         e.users += 1;
         e.last_used = tick;
-        drop(st);
         Ok((id, lf, source))
     }
 
-    /// One user of `id` is done; make room if the cache is over budget.
+    /// One user of `id` is done: close the longest idle contents beyond
+    /// [`MAX_IDLE_LOADED`], and make room if the cache is over budget.
     fn release(&self, id: &[u8; 32]) {
         let idle = {
             let mut st = self.state.lock();
-            match st.entries.get_mut(id) {
+            let st = &mut *st;
+            let idle = match st.entries.get_mut(id) {
                 Some(e) => {
                     e.users = e.users.saturating_sub(1);
+                    if e.users == 0 && e.loaded.is_some() {
+                        st.idle.insert(e.last_used, *id);
+                    }
                     e.users == 0
                 }
                 None => false,
+            };
+            while st.idle.len() > MAX_IDLE_LOADED {
+                let Some((_, old)) = st.idle.pop_first() else { break };
+                if let Some(e) = st.entries.get_mut(&old) {
+                    if let Some((lf, _)) = e.loaded.take() {
+                        let (tx, rx) = tokio::sync::watch::channel(false);
+                        e.closing = Some(rx);
+                        self.rt.spawn(async move {
+                            if let Err(e) = lf.close().await {
+                                tracing::warn!("close cached content: {}", e.chain());
+                            }
+                            let _ = tx.send(true);
+                        });
+                    }
+                }
             }
+            idle
         };
         if idle {
             self.evict();
@@ -258,11 +312,12 @@ impl ContentCache {
                 .map(|(id, e)| (*id, e.last_used, e.bytes))
                 .collect();
             idle.sort_by_key(|v| v.1);
-            for (id, _, bytes) in idle {
+            for (id, last_used, bytes) in idle {
                 if total <= budget {
                     break;
                 }
                 total -= bytes;
+                st.idle.remove(&last_used);
                 st.entries.remove(&id);
                 victims.push(id);
             }

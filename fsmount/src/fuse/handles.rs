@@ -24,11 +24,13 @@ use parking_lot::Mutex;
 
 use crate::tree::{Content, DirEntry, Ino};
 
+/// Fields drop in order: the backing id (the kernel's reference to the
+/// content's file) goes before the content, whose release may close it.
 struct OpenFile {
     ino: Ino,
-    content: Arc<dyn Content>,
     /// Keeps the backing id registered while this handle is open.
     backing: Option<Arc<BackingId>>,
+    content: Arc<dyn Content>,
 }
 
 /// An open directory: its listing, once read.
