@@ -16,6 +16,7 @@ use zosfs_store::{ChunkRef, DynStore};
 use crate::device::lazy::LazyDevice;
 use crate::device::{ReadPiece, is_zero};
 use crate::error::{Error, ErrorKind, Result};
+use crate::server::Export;
 
 /// Uploads in flight during a commit.
 const UPLOAD_DEPTH: usize = 8;
@@ -87,6 +88,38 @@ async fn chunk_plain(dev: &LazyDevice, off: u64, len: u32) -> Result<Vec<u8>> {
         }
     }
     Ok(out)
+}
+
+/// Commit an export as it is now: changes to its content wait until the
+/// new flist is written (reads go on), so the image is one point in time
+/// even while clients are connected.
+pub async fn commit_export(export: &Export, out: &Path) -> Result<CommitReport> {
+    let store = export.store.clone().ok_or_else(|| {
+        Error::invalid(format!(
+            "export {}: commit needs a store to upload to (--store)",
+            export.name
+        ))
+    })?;
+    let _paused = export.device.pause_changes().await;
+    let input = CommitInput {
+        device: &export.device,
+        base: export.image.as_ref().map(|i| i.origins.as_slice()),
+        header: export.image.as_ref().map(|i| i.header.clone()),
+        file_path: export.spec.device.file_path(),
+        store,
+        routes: export.routes.clone(),
+    };
+    commit(input, out).await
+}
+
+impl std::fmt::Display for CommitReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes, {} chunks: {} uploaded ({} bytes), {} reused, {} zero",
+            self.size, self.chunks, self.uploaded, self.uploaded_bytes, self.reused, self.zero
+        )
+    }
 }
 
 /// Write the new flist to `out`.

@@ -36,11 +36,19 @@ pub struct LazyDevice {
     /// Background fills started by CACHE or `--fill background`; finished
     /// ones are dropped on the next start.
     fills: Mutex<Vec<Prefetch>>,
+    /// Writes, trims and zeroings hold it shared; a live commit holds it
+    /// exclusively, so the image it reads is one point in time.
+    gate: tokio::sync::RwLock<()>,
 }
 
 impl LazyDevice {
     pub fn new(lazy: LazyFile, what: impl Into<String>) -> Self {
-        LazyDevice { lazy, what: what.into(), fills: Mutex::new(Vec::new()) }
+        LazyDevice {
+            lazy,
+            what: what.into(),
+            fills: Mutex::new(Vec::new()),
+            gate: tokio::sync::RwLock::new(()),
+        }
     }
 
     pub fn lazy(&self) -> &LazyFile {
@@ -62,6 +70,12 @@ impl LazyDevice {
         let mut fills = self.fills.lock();
         fills.retain(|f| !f.is_finished());
         fills.push(p);
+    }
+
+    /// Hold every change to the content until the guard is dropped (writes
+    /// already running finish first).
+    pub async fn pause_changes(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.gate.write().await
     }
 
     /// Stop background fills (fetches already started complete).
@@ -143,6 +157,7 @@ impl BlockDevice for LazyDevice {
     }
 
     async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<()> {
+        let _open = self.gate.read().await;
         self.lazy.write(offset, data).await?;
         if fua { self.flush().await } else { Ok(()) }
     }
@@ -152,6 +167,7 @@ impl BlockDevice for LazyDevice {
     }
 
     async fn trim(&self, offset: u64, length: u32, fua: bool) -> Result<()> {
+        let _open = self.gate.read().await;
         self.lazy.trim(offset, u64::from(length)).await?;
         if fua { self.flush().await } else { Ok(()) }
     }
@@ -164,6 +180,7 @@ impl BlockDevice for LazyDevice {
         fua: bool,
     ) -> Result<()> {
         let len = u64::from(length);
+        let _open = self.gate.read().await;
         if mode.no_hole {
             // Zeros that stay allocated are plain writes: never fast.
             if mode.fast {

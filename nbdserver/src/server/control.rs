@@ -1,5 +1,8 @@
 //! The control socket (`CACHE_DIR/control.sock`): one text command per
-//! connection, one text answer. Commands: `stats`. And the metrics
+//! connection, one text answer. Commands: `stats`, `metrics`, and
+//! `commit NAME PATH` (the export as a new image flist at the absolute
+//! PATH, written while it is served; answers `committed …` or
+//! `error: …`). And the metrics
 //! endpoint: a minimal HTTP responder serving Prometheus text on any GET.
 
 use std::io::{BufRead, BufReader, Write};
@@ -23,11 +26,36 @@ pub fn control_path(cache_dir: &Path) -> PathBuf {
 /// Longest command line or HTTP request head read.
 const MAX_REQUEST: usize = 8192;
 
-fn answer(table: &ExportTable, command: &str) -> String {
-    match command.trim() {
+async fn answer(table: &ExportTable, command: &str) -> String {
+    let command = command.trim();
+    if let Some(args) = command.strip_prefix("commit ") {
+        return commit(table, args).await;
+    }
+    match command {
         "stats" => stats::render_text(table),
         "metrics" => stats::render_prometheus(table),
-        other => format!("error: unknown command {other:?} (try: stats, metrics)\n"),
+        other => {
+            format!("error: unknown command {other:?} (try: stats, metrics, commit NAME PATH)\n")
+        }
+    }
+}
+
+/// `commit NAME PATH`: PATH is the rest of the line (it may hold spaces).
+async fn commit(table: &ExportTable, args: &str) -> String {
+    let Some((name, path)) = args.trim().split_once(' ') else {
+        return "error: usage: commit NAME /absolute/path/NEW.flist\n".into();
+    };
+    let path = Path::new(path.trim());
+    if !path.is_absolute() {
+        return format!("error: {} is not an absolute path\n", path.display());
+    }
+    let Some(export) = table.get(name).filter(|_| !name.is_empty()) else {
+        return format!("error: no export named {name:?}\n");
+    };
+    tracing::info!("commit of {name} to {} requested", path.display());
+    match crate::commit::commit_export(&export, path).await {
+        Ok(r) => format!("committed {name} ({r}) -> {}\n", path.display()),
+        Err(e) => format!("error: commit {name}: {}\n", e.chain()),
     }
 }
 
@@ -50,7 +78,7 @@ pub async fn serve_control(
             let mut r = tokio::io::BufReader::new(r.take(MAX_REQUEST as u64));
             let read = tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut line)).await;
             if matches!(read, Ok(Ok(_))) {
-                let _ = w.write_all(answer(&table, &line).as_bytes()).await;
+                let _ = w.write_all(answer(&table, &line).await.as_bytes()).await;
             }
         });
     }
@@ -96,7 +124,8 @@ pub async fn serve_metrics(
 pub fn query(socket: &Path, command: &str) -> Result<String> {
     let io = |e| Error::io(format!("control socket {}", socket.display()), e);
     let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(io)?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(io)?;
+    // A commit answers when its upload is done: allow for a big one.
+    s.set_read_timeout(Some(Duration::from_secs(3600))).map_err(io)?;
     s.write_all(format!("{command}\n").as_bytes()).map_err(io)?;
     s.shutdown(std::net::Shutdown::Write).map_err(io)?;
     let mut out = String::new();

@@ -36,6 +36,8 @@ pub struct Export {
     pub image: Option<Arc<Image>>,
     /// Store the device fetches from (None: blank without --store).
     pub store: Option<DynStore>,
+    /// URLs of that store without passwords (recorded in committed flists).
+    pub routes: Vec<String>,
     pub counters: ExportCounters,
 }
 
@@ -176,38 +178,45 @@ impl Opener {
             readahead: (self.fetch_depth as u32 / 2).max(1),
             ..LazyOptions::default()
         };
-        let (layout, source, image, store, what): (Layout, Arc<dyn ChunkSource>, _, _, String) =
-            match &spec.device {
-                DeviceSpec::Blank { size } => {
-                    let layout = Layout::fixed(BLANK_CHUNK, *size)?;
-                    let store = self.default_store().await?;
-                    (
-                        layout,
-                        Arc::new(BlankSource),
-                        None,
-                        store,
-                        format!("blank thin disk of {size} bytes"),
-                    )
-                }
-                DeviceSpec::Image { flist, path } => {
-                    let cache = self.flist_cache();
-                    let (f, p) = (flist.clone(), path.clone());
-                    let image = tokio::task::spawn_blocking(move || Image::open(&f, &p, &cache))
-                        .await
-                        .map_err(|e| Error::with_source(crate::ErrorKind::Io, "open flist", e))??;
-                    let urls = if self.store_urls.is_empty() {
-                        image.header.routes.clone()
-                    } else {
-                        self.store_urls.clone()
-                    };
-                    let store = self.store(&urls).await.map_err(|e| {
-                        Error::invalid(format!("{spec}: no usable store ({})", e.chain()))
-                    })?;
-                    let source = Arc::new(StoreSource::new(store.clone(), image.origins.clone()));
-                    let what = format!("image {} of {} bytes", spec.device, image.layout.size());
-                    (image.layout.clone(), source, Some(Arc::new(image)), Some(store), what)
-                }
-            };
+        let (layout, source, image, store, urls, what): (
+            Layout,
+            Arc<dyn ChunkSource>,
+            _,
+            _,
+            Vec<String>,
+            String,
+        ) = match &spec.device {
+            DeviceSpec::Blank { size } => {
+                let layout = Layout::fixed(BLANK_CHUNK, *size)?;
+                let store = self.default_store().await?;
+                (
+                    layout,
+                    Arc::new(BlankSource),
+                    None,
+                    store,
+                    self.store_urls.clone(),
+                    format!("blank thin disk of {size} bytes"),
+                )
+            }
+            DeviceSpec::Image { flist, path } => {
+                let cache = self.flist_cache();
+                let (f, p) = (flist.clone(), path.clone());
+                let image = tokio::task::spawn_blocking(move || Image::open(&f, &p, &cache))
+                    .await
+                    .map_err(|e| Error::with_source(crate::ErrorKind::Io, "open flist", e))??;
+                let urls = if self.store_urls.is_empty() {
+                    image.header.routes.clone()
+                } else {
+                    self.store_urls.clone()
+                };
+                let store = self.store(&urls).await.map_err(|e| {
+                    Error::invalid(format!("{spec}: no usable store ({})", e.chain()))
+                })?;
+                let source = Arc::new(StoreSource::new(store.clone(), image.origins.clone()));
+                let what = format!("image {} of {} bytes", spec.device, image.layout.size());
+                (image.layout.clone(), source, Some(Arc::new(image)), Some(store), urls, what)
+            }
+        };
         let path = self.data_path(&spec.name);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
@@ -223,9 +232,17 @@ impl Opener {
             read_only: spec.read_only,
             image,
             store,
+            routes: redacted(&urls)?,
             counters: ExportCounters::default(),
         })
     }
+}
+
+/// Store URLs as recorded in an flist: without passwords.
+fn redacted(urls: &[String]) -> Result<Vec<String>> {
+    urls.iter()
+        .map(|u| u.parse::<zosfs_store::StoreUrl>().map(|u| u.redacted()).map_err(Error::from))
+        .collect()
 }
 
 impl std::fmt::Display for ExportSpec {

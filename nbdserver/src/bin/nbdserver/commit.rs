@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use zosfs_nbdserver::commit::{CommitInput, commit};
+use zosfs_nbdserver::commit::commit_export;
 use zosfs_nbdserver::server::Opener;
-use zosfs_store::StoreUrl;
+use zosfs_nbdserver::server::control::{control_path, query};
 use zosfs_store::engine::shared_engine;
 
 use crate::settings::DeviceArgs;
@@ -20,10 +20,33 @@ pub struct CommitArgs {
     /// Where to write the new flist.
     #[arg(short, long, value_name = "NEW.flist")]
     pub output: PathBuf,
+    /// Ask the server serving the export (through its control socket in
+    /// the cache dir) to commit it now: clients stay connected, their
+    /// writes wait while the commit runs.
+    #[arg(long)]
+    pub live: bool,
+}
+
+fn live(a: &CommitArgs, settings: &crate::settings::Settings) -> Result<()> {
+    let out = std::path::absolute(&a.output)
+        .with_context(|| format!("resolve {}", a.output.display()))?;
+    let socket = control_path(&settings.cache_dir);
+    let answer =
+        query(&socket, &format!("commit {} {}", a.name, out.display())).with_context(|| {
+            format!("is a server running with cache dir {}?", settings.cache_dir.display())
+        })?;
+    if let Some(err) = answer.trim().strip_prefix("error: ") {
+        bail!("{err}");
+    }
+    print!("{answer}");
+    Ok(())
 }
 
 pub fn run(a: CommitArgs) -> Result<()> {
     let settings = a.devices.resolve()?;
+    if a.live {
+        return live(&a, &settings);
+    }
     let Some(spec) = settings.specs.iter().find(|s| s.name == a.name).cloned() else {
         bail!("no export named {:?} in the given --export/--config", a.name);
     };
@@ -35,40 +58,8 @@ pub fn run(a: CommitArgs) -> Result<()> {
             .open(&spec)
             .await
             .with_context(|| format!("open export {} (is a server using it?)", spec.name))?;
-        let store = match &export.store {
-            Some(s) => s.clone(),
-            None => bail!("commit needs a store to upload to: give --store URL"),
-        };
-        // Routes recorded in the flist: the stores used, without passwords.
-        let urls = if settings.stores.is_empty() {
-            export.image.as_ref().map(|i| i.header.routes.clone()).unwrap_or_default()
-        } else {
-            settings.stores.clone()
-        };
-        let routes = urls
-            .iter()
-            .map(|u| u.parse::<StoreUrl>().map(|u| u.redacted()))
-            .collect::<zosfs_store::Result<Vec<_>>>()?;
-        let input = CommitInput {
-            device: &export.device,
-            base: export.image.as_ref().map(|i| i.origins.as_slice()),
-            header: export.image.as_ref().map(|i| i.header.clone()),
-            file_path: spec.device.file_path(),
-            store,
-            routes,
-        };
-        let r = commit(input, &a.output).await?;
-        println!(
-            "committed {} ({} bytes, {} chunks): {} uploaded ({} bytes), {} reused, {} zero -> {}",
-            spec.name,
-            r.size,
-            r.chunks,
-            r.uploaded,
-            r.uploaded_bytes,
-            r.reused,
-            r.zero,
-            a.output.display()
-        );
+        let r = commit_export(&export, &a.output).await?;
+        println!("committed {} ({r}) -> {}", spec.name, a.output.display());
         let lazy = export.device.lazy().clone();
         drop(export);
         lazy.close().await?;

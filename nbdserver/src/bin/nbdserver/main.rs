@@ -52,7 +52,8 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Write an export's current content as a new image flist (uploads
-    /// only the chunks that changed). The server must not be serving it.
+    /// only the chunks that changed): with --live, by the server serving
+    /// it; without, from its cache dir while no server uses it.
     Commit(commit::CommitArgs),
     /// Print the counters of a running server (via its control socket).
     Stats(stats::StatsArgs),
