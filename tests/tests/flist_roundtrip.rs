@@ -121,3 +121,34 @@ fn tar_stream_round_trip_is_exact() -> Result<()> {
     compare_trees(&src, &dest, &[])?;
     Ok(())
 }
+
+/// A chunk the first replica already has must still reach a second replica
+/// that lacks it: packing again with one more store fills that store.
+#[test]
+fn packing_again_with_a_new_replica_uploads_to_it() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (src, a, b, cache) = (
+        tmp.path().join("src"),
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("cache"),
+    );
+    std::fs::create_dir(&src)?;
+    for i in 0..5u64 {
+        std::fs::write(src.join(format!("f{i}")), zosfs_tests::flist::noise(2 * i + 1, 300_000))?;
+    }
+    let out = tmp.path().join("t.flist");
+    run(flist(&cache).arg("pack").arg("-o").arg(&out).args(["--store", &dir_url(&a)]).arg(&src))?;
+    let in_a = store_count(&a)?;
+    ensure!(in_a == 5, "first pack stored {in_a} chunks");
+
+    run(flist(&cache)
+        .arg("pack")
+        .arg("-o")
+        .arg(&out)
+        .args(["--store", &dir_url(&a), "--store", &dir_url(&b)])
+        .arg(&src))?;
+    ensure!(store_count(&b)? == in_a, "the new replica got {} of {in_a} chunks", store_count(&b)?);
+    run(flist(&cache).arg("verify").arg(&out).args(["--store", &dir_url(&b)]))?;
+    Ok(())
+}

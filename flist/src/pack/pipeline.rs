@@ -339,7 +339,9 @@ async fn upload_batch(
     shared: Arc<Shared>,
 ) -> Result<()> {
     let ids: Vec<ChunkId> = batch.iter().map(|(id, _)| *id).collect();
-    let present = store.has_many(&ids).await?;
+    // Skip only chunks every replica has: a chunk already in the local store
+    // must still reach a remote replica that lacks it.
+    let present = store.has_many_everywhere(&ids).await?;
     let missing: Vec<(ChunkId, Bytes)> =
         batch.into_iter().zip(present).filter(|(_, p)| !*p).map(|(b, _)| b).collect();
     let c = &shared.counters;

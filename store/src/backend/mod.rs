@@ -66,6 +66,13 @@ pub trait ChunkStore: Send + Sync + 'static {
         Ok(out)
     }
 
+    /// Whether each id is on *every* replica that should hold it: what a
+    /// writer asks before skipping an upload. One store: `has_many`; a
+    /// router overrides it (its `has_many` answers for readers: any replica).
+    async fn has_many_everywhere(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        self.has_many(ids).await
+    }
+
     async fn stats(&self) -> Result<StoreStats> {
         Ok(StoreStats::default())
     }

@@ -292,6 +292,10 @@ impl ChunkStore for Router {
         read::has_many(&self.shared, ids).await
     }
 
+    async fn has_many_everywhere(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        read::has_many_everywhere(&self.shared, ids).await
+    }
+
     async fn delete(&self, id: &ChunkId) -> Result<bool> {
         if let Some(q) = &self.shared.queue {
             let (q, id) = (q.clone(), *id);

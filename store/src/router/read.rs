@@ -213,3 +213,27 @@ pub(crate) async fn has_many(sh: &Arc<Shared>, ids: &[ChunkId]) -> Result<Vec<bo
     }
     Ok(found)
 }
+
+/// Whether every replica routing an id has it. A replica that cannot answer
+/// counts as missing the id: the writer then puts it, and the put's quorum
+/// and queue decide what happens. Replicas are asked concurrently.
+pub(crate) async fn has_many_everywhere(sh: &Arc<Shared>, ids: &[ChunkId]) -> Result<Vec<bool>> {
+    let asks = sh.members.iter().map(|m| async move {
+        let idx: Vec<usize> =
+            (0..ids.len()).filter(|&i| m.route.contains(ids[i].prefix())).collect();
+        let ask: Vec<ChunkId> = idx.iter().map(|&i| ids[i]).collect();
+        let answer = if ask.is_empty() { Ok(Vec::new()) } else { m.store.has_many(&ask).await };
+        (idx, answer)
+    });
+    let mut everywhere = vec![true; ids.len()];
+    let mut routed = vec![false; ids.len()];
+    for (idx, answer) in futures::future::join_all(asks).await {
+        let present = answer.unwrap_or_else(|_| vec![false; idx.len()]);
+        for (&i, p) in idx.iter().zip(present) {
+            routed[i] = true;
+            everywhere[i] &= p;
+        }
+    }
+    // An id no route covers is on no replica.
+    Ok(everywhere.into_iter().zip(routed).map(|(e, r)| e && r).collect())
+}
