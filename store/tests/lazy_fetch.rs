@@ -134,6 +134,14 @@ async fn sequential_reads_trigger_read_ahead() {
     }
     assert_eq!(lf2.stats().readahead, 0);
     assert_eq!(fx2.store.gets(), 4);
+    // Reading a file's head (inside its first chunk) fetches that chunk only.
+    let fx3 = Fixture::fixed(32, 64 << 10, DELAY).await;
+    let lf3 = fx3.open(LazyOptions { readahead: 4, ..Default::default() }).await;
+    for off in [0u64, 4096, 8192, 32 << 10] {
+        lf3.read(off, 4096).await.unwrap();
+    }
+    assert_eq!(lf3.stats().readahead, 0);
+    assert_eq!(fx3.store.gets(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,8 +117,8 @@ impl Inner {
     }
 
     /// Fetch up to `readahead` chunks after `last` for a sequential reader.
-    pub(crate) fn readahead(self: &Arc<Self>, last: u64) {
-        let n = self.opts.readahead as u64;
+    /// Start fills of the `n` chunks after chunk `last`.
+    pub(crate) fn readahead(self: &Arc<Self>, last: u64, n: u64) {
         let end = (last + 1 + n).min(self.layout.count());
         for j in last + 1..end {
             if self.start_fill(j, None).is_some() {

@@ -103,7 +103,8 @@ pub struct LazyOptions {
     pub writable: bool,
     /// Source fetches in flight at most, over all readers.
     pub fetch_depth: usize,
-    /// Chunks fetched ahead of a sequential reader (0: off).
+    /// Most chunks fetched ahead of a sequential reader (0: off); the window
+    /// ramps up from 0 as the reader moves from chunk to chunk.
     pub readahead: u32,
     /// Of `fetch_depth`, how many a background prefetch may use.
     pub prefetch_depth: usize,
@@ -164,6 +165,8 @@ pub(crate) struct Inner {
     rt: tokio::runtime::Handle,
     /// End of the last read, for sequential detection.
     last_read_end: AtomicU64,
+    /// Current read-ahead window in chunks (0 ..= opts.readahead).
+    ra_window: AtomicU64,
 }
 
 impl Inner {

@@ -128,6 +128,7 @@ pub(crate) async fn open(
         opts,
         rt,
         last_read_end: AtomicU64::new(0),
+        ra_window: AtomicU64::new(0),
     }))
 }
 

@@ -32,8 +32,11 @@ pub(crate) async fn read(inner: &Arc<Inner>, off: u64, len: usize) -> Result<Vec
     }
     let end = off.saturating_add(len as u64).min(size);
     let chunks = inner.layout.chunks_in(off, end - off);
-    if inner.opts.readahead > 0 && is_sequential(inner, off, end) {
-        inner.readahead(chunks.end - 1);
+    if inner.opts.readahead > 0 {
+        let window = readahead_window(inner, off, end);
+        if window > 0 {
+            inner.readahead(chunks.end - 1, window);
+        }
     }
 
     let mut pieces: Vec<Piece> = Vec::new();
@@ -81,17 +84,38 @@ fn count_local_hits(inner: &Inner, r: &Range<u64>) {
 
 /// Whether a read continues the previous one (within two chunks, either
 /// way: the kernel issues parallel reads slightly out of order).
-fn is_sequential(inner: &Inner, off: u64, end: u64) -> bool {
+/// How many chunks to fetch ahead of this read (0: none). A read at offset
+/// 0, or one next to the previous read, is sequential. Like the kernel's
+/// page-cache read-ahead the window ramps: nothing while the reader stays in
+/// the first chunk (reading a file's header or a binary's ELF header must
+/// not pull in the rest of a big file), then 1, 2, 4 … chunks, doubling each
+/// time the reader enters a new chunk, up to `opts.readahead`. A read
+/// elsewhere resets it.
+fn readahead_window(inner: &Inner, off: u64, end: u64) -> u64 {
     let prev = inner.last_read_end.swap(end, Ordering::Relaxed);
-    if off == 0 {
-        return true;
-    }
-    if prev == 0 || prev > inner.layout.size() {
-        return false;
-    }
-    let prev_chunk = inner.layout.index_of(prev - 1);
     let first = inner.layout.index_of(off);
-    first + 2 >= prev_chunk && first <= prev_chunk + 2
+    let last = inner.layout.index_of(end - 1);
+    let prev_chunk =
+        (prev > 0 && prev <= inner.layout.size()).then(|| inner.layout.index_of(prev - 1));
+    let sequential = off == 0 || prev_chunk.is_some_and(|p| first + 2 >= p && first <= p + 2);
+    if !sequential || off == 0 {
+        // A new stream (or none): start over from no read-ahead.
+        inner.ra_window.store(0, Ordering::Relaxed);
+        if !sequential {
+            return 0;
+        }
+    }
+    let entered_new_chunk = match prev_chunk {
+        Some(p) if off != 0 => last > p,
+        _ => last > 0,
+    };
+    let window = inner.ra_window.load(Ordering::Relaxed);
+    if !entered_new_chunk {
+        return window;
+    }
+    let grown = if window == 0 { 1 } else { (window * 2).min(inner.opts.readahead as u64) };
+    inner.ra_window.store(grown, Ordering::Relaxed);
+    grown
 }
 
 async fn read_file(inner: &Inner, r: Range<u64>) -> Result<Vec<u8>> {
