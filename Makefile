@@ -20,7 +20,7 @@ endif
 
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: all deps build test test-run check demo demo-run bench bench-run fuzz-build clean
+.PHONY: all deps build test test-run check demo demo-run bench bench-run fuzz-build fuzz-smoke clean
 
 all: build
 
@@ -48,6 +48,7 @@ else
 	$(CARGO) test $(PROFILE) --workspace --no-fail-fast
 endif
 	$(CARGO) test $(PROFILE) --workspace --doc
+	@$(MAKE) --no-print-directory fuzz-smoke
 
 check:
 	$(CARGO) fmt --all --check
@@ -64,6 +65,49 @@ bench: deps
 
 bench-run: build
 	./bench/run-all.sh
+
+# Fuzzing with the STABLE toolchain (no nightly, no cargo-fuzz needed):
+# libFuzzer comes from libfuzzer-sys, coverage instrumentation from LLVM's
+# sancov pass through stable -C flags, and `--cfg fuzzing` as cargo-fuzz
+# sets it. `--target` keeps build scripts and proc-macros uninstrumented
+# and puts the instrumented build under target/<triple>/, apart from the
+# normal one but in the same target directory. fuzz/ is a workspace of its
+# own (fuzz/Cargo.lock); ROCKSDB_LIB_DIR (exported above) applies to it too.
+FUZZ_TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module \
+	-Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+	-Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares \
+	--cfg fuzzing
+# Every [[bin]] of fuzz/Cargo.toml is a fuzz target.
+FUZZ_TARGETS := $(shell awk '/^\[\[bin\]\]/{b=1;next} b&&/^name *=/{gsub(/[" ]/,"");sub(/name=/,"");print;b=0}' fuzz/Cargo.toml)
+FUZZ_BIN := target/$(FUZZ_TRIPLE)/release
+# Bounds of each target's run in `fuzz-smoke` (CI): FUZZ_RUNS inputs or
+# FUZZ_SECONDS, whichever comes first. Fuzz for real by hand with e.g.
+# `make fuzz-smoke FUZZ_RUNS=-1 FUZZ_SECONDS=600`.
+FUZZ_RUNS ?= 20000
+FUZZ_SECONDS ?= 15
+
+fuzz-build:
+	cd fuzz && RUSTFLAGS="$(FUZZ_RUSTFLAGS)" $(CARGO) build --release --locked \
+		--target $(FUZZ_TRIPLE) --target-dir ../target --bins
+
+# Each target from its committed seeds (fuzz/seeds/<target>/, see
+# flist/src/fuzz_seeds.rs) plus what it finds (fuzz/corpus/<target>/, not
+# committed). A crash, a timeout, or memory past the limit fails the
+# target; the input is kept in fuzz/artifacts/<target>/.
+fuzz-smoke: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t fuzz/artifacts/$$t fuzz/seeds/$$t; \
+		echo "fuzz-smoke: $$t (at most $(FUZZ_RUNS) inputs, $(FUZZ_SECONDS) s)"; \
+		$(FUZZ_BIN)/$$t -runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_SECONDS) -timeout=20 \
+			-rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+			-artifact_prefix=fuzz/artifacts/$$t/ fuzz/corpus/$$t fuzz/seeds/$$t \
+			> fuzz/artifacts/$$t/log 2>&1 \
+			|| { tail -n 60 fuzz/artifacts/$$t/log; echo "fuzz-smoke: $$t FAILED"; exit 1; }; \
+		grep -E '^stat::number_of_executed_units|^Done' fuzz/artifacts/$$t/log | tr '\n' ' '; echo; \
+	done
 
 clean:
 	$(CARGO) clean

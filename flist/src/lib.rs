@@ -26,6 +26,9 @@ mod sys;
 pub mod tree;
 pub mod unpack;
 
+#[cfg(test)]
+mod fuzz_seeds;
+
 pub use content::DataChunk;
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Chunking, Codec, DirEntry, Header, Ino, Inode, Kind, ROOT_INO, Xattr};

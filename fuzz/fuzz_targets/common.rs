@@ -23,3 +23,11 @@ pub fn exercise(t: &dyn Tree) {
     let _ = t.getattr(0);
     let _ = t.getattr(u64::MAX);
 }
+
+/// A scratch directory per input, in memory when /dev/shm exists: the
+/// readers fsync what they unpack, and on a disk that, not the parsing,
+/// would bound the executions per second.
+pub fn tmp() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.expect("tempdir")
+}

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use zosfs_flist::{Flist, OpenOptions};
 
 fuzz_target!(|data: &[u8]| {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = common::tmp();
     let f = tmp.path().join("in.flist");
     std::fs::write(&f, data).expect("write input");
     let opts = OpenOptions { cache_dir: tmp.path().join("cache") };

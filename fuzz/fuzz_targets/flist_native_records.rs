@@ -10,11 +10,13 @@ use zosfs_flist::native::archive::extract_archive;
 use zosfs_flist::native::keys::ALL_CFS;
 use zosfs_flist::{Chunking, Codec, Flist, Header, Inode, Kind, ROOT_INO, Writer};
 
-/// One valid flist (a root directory), written once per process.
-fn base() -> &'static (tempfile::TempDir, std::path::PathBuf) {
-    static BASE: OnceLock<(tempfile::TempDir, std::path::PathBuf)> = OnceLock::new();
+/// One valid flist (a root directory), written once per process and kept
+/// in memory (a static's temp dir would never be removed: libFuzzer exits
+/// without running destructors).
+fn base() -> &'static [u8] {
+    static BASE: OnceLock<Vec<u8>> = OnceLock::new();
     BASE.get_or_init(|| {
-        let tmp = tempfile::tempdir().expect("tempdir");
+        let tmp = common::tmp();
         let header = Header {
             format_version: zosfs_flist::FORMAT_VERSION,
             chunking: Chunking::Fixed { size: 1 << 20 },
@@ -42,21 +44,24 @@ fn base() -> &'static (tempfile::TempDir, std::path::PathBuf) {
         .expect("root");
         let f = tmp.path().join("base.flist");
         w.finish(&f).expect("finish");
-        (tmp, f)
+        std::fs::read(&f).expect("read base")
     })
 }
 
 fuzz_target!(|data: &[u8]| {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = common::tmp();
     let dir = tmp.path().join("db");
     std::fs::create_dir(&dir).expect("mkdir");
-    extract_archive(&base().1, &dir).expect("extract base");
+    let base_file = tmp.path().join("base.flist");
+    std::fs::write(&base_file, base()).expect("write base");
+    extract_archive(&base_file, &dir).expect("extract base");
     {
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &dir, ALL_CFS).expect("open");
         // Records: [cf selector, key len, value len, key.., value..]*
         let mut rest = data;
         while rest.len() >= 3 {
-            let (cf, kl, vl) = (rest[0] as usize % ALL_CFS.len(), rest[1] as usize, rest[2] as usize);
+            let (cf, kl, vl) =
+                (rest[0] as usize % ALL_CFS.len(), rest[1] as usize, rest[2] as usize);
             rest = &rest[3..];
             let k = &rest[..kl.min(rest.len())];
             rest = &rest[k.len()..];
