@@ -12,7 +12,7 @@ use super::{Ctx, ReadStoreArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
-    /// The flist to convert (rfs `.fl` or native).
+    /// The flist to convert (rfs `.fl`, 0-fs `.flist`, or native).
     pub input: PathBuf,
     /// Output `.flist` file.
     #[arg(short, long)]

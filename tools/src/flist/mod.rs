@@ -56,7 +56,7 @@ pub enum Cmd {
     Verify(verify::VerifyArgs),
     /// Paths added, removed and changed between two flists.
     Diff(diff::DiffArgs),
-    /// Rewrite an flist (rfs `.fl`, or native) as a native zosfs flist.
+    /// Rewrite an flist (rfs `.fl`, 0-fs `.flist`, or native) as a native zosfs flist.
     Convert(convert::ConvertArgs),
 }
 
