@@ -22,7 +22,7 @@ BIN=${BIN:-$PWD/target/release}
 for b in fsmount flist chunkstore; do
     [ -x "$BIN/$b" ] || { echo "bench-fsmount: $BIN/$b missing: build first (make build)"; exit 1; }
 done
-for t in fio dd find python3; do command -v $t >/dev/null || { echo "bench-fsmount: $t missing (make deps)"; exit 1; }; done
+for t in fio dd find python3 mkfs.ext4; do command -v $t >/dev/null || { echo "bench-fsmount: $t missing (make deps)"; exit 1; }; done
 [ "$(id -u)" = 0 ] || { echo "bench-fsmount: needs root (FUSE, mounts)"; exit 1; }
 
 FILE_MB=${ZOSFS_BENCH_FILE_MB:-1024}
@@ -97,7 +97,15 @@ MB=$WORK/mnt-big
 mount_src "$WORK/big.flist" "$MB" "$WORK/cache-big"
 fill=$(time_cmd cat "$MB/file.bin")
 # Warm both: the native file and the filled cache file are in the page cache.
+# Both files' pages are dropped and read back first, so both caches are
+# built the same way, by readahead (large folios; a file cached by the
+# writes that made it can read ~2x slower from the page cache).
+# The same for fsmount's cache file, read back through the mount (passthrough).
+sync
+dd if="$WORK/native/big/file.bin" iflag=nocache count=0 2>/dev/null
+for f in "$WORK/cache-big/contents/"*; do dd if="$f" iflag=nocache count=0 2>/dev/null; done
 cat "$WORK/native/big/file.bin" >/dev/null
+cat "$MB/file.bin" >/dev/null
 dd_secs() { local t0 t1; t0=$(now); dd if="$1" of=/dev/null bs=1M 2>/dev/null; t1=$(now); calc "$t1 - $t0"; }
 best_n=9999; best_f=9999
 for round in 1 2 3; do
@@ -110,7 +118,12 @@ fio_iops() {
         --runtime="$FIO_SECS" --time_based --output-format=json 2>/dev/null |
         python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))'
 }
-iops_n=$(fio_iops "$WORK/native/big/file.bin"); iops_f=$(fio_iops "$MB/file.bin")
+# Best of two alternating rounds each (the machine is shared).
+iops_n=0; iops_f=0
+for round in 1 2; do
+    n=$(fio_iops "$WORK/native/big/file.bin"); f=$(fio_iops "$MB/file.bin")
+    [ "$n" -gt "$iops_n" ] && iops_n=$n; [ "$f" -gt "$iops_f" ] && iops_f=$f
+done
 pt=$(stat_of "$MB" "passthrough opens")
 echo "big file: $FILE_MB MiB (first read filled the cache from a local dir:// store in ${fill} s; passthrough opens: $pt)"
 line "" "native" "fsmount" "ratio" "target"
@@ -120,20 +133,32 @@ fsm umount "$MB" >/dev/null
 rm -rf "$WORK/cache-big" "$WORK/store-big"
 
 # --- 3. find -ls over a 50,000-entry tree ------------------------------------------
-make_tree "$WORK/native/t-find" "$FIND_N"
-pack "$WORK/find.flist" "dir://$WORK/store-find" "$WORK/native/t-find"
+# The native tree lives on an ext4 image of its own (loop device), so a
+# remount gives it cold kernel caches for the first walk, as a fresh
+# fsmount has, without dropping the whole machine's caches.
+truncate -s 2G "$WORK/find-ext4.img"
+mkfs.ext4 -q -F "$WORK/find-ext4.img"
+NF=$WORK/mnt-native-find
+mkdir -p "$NF"
+mount -o loop "$WORK/find-ext4.img" "$NF"
+make_tree "$NF/t" "$FIND_N"
+pack "$WORK/find.flist" "dir://$WORK/store-find" "$NF/t"
+umount "$NF"; mount -o loop "$WORK/find-ext4.img" "$NF"
+find_native_cold=$(time_cmd find "$NF/t" -ls)
+find_native=$(time_cmd find "$NF/t" -ls)
+entries=$(find "$NF/t" | wc -l)
 MF=$WORK/mnt-find
 mount_src "$WORK/find.flist" "$MF" "$WORK/cache-find"
-entries=$(find "$WORK/native/t-find" | wc -l)
 find_cold=$(time_cmd find "$MF" -ls)
 find_warm=$(time_cmd find "$MF" -ls)
-find "$WORK/native/t-find" -ls >/dev/null
-find_native=$(time_cmd find "$WORK/native/t-find" -ls)
-echo "find -ls over $entries entries"
+echo "find -ls over $entries entries (native: ext4 on a loop device, remounted before the first walk)"
 line "" "native s" "fsmount s" "ratio" "target"
-line "first walk after mount" "$find_native" "$find_cold" "$(calc "$find_cold / $find_native")x" "<= 2x"
+line "first walk after mount" "$find_native_cold" "$find_cold" "$(calc "$find_cold / $find_native_cold")x" "<= 2x"
 line "second walk (kernel caches warm)" "$find_native" "$find_warm" "$(calc "$find_warm / $find_native")x" "<= 2x"
+line "first fsmount walk vs warm native" "$find_native" "$find_cold" "$(calc "$find_cold / $find_native")x" ""
 fsm umount "$MF" >/dev/null
+umount "$NF"
+rm -f "$WORK/find-ext4.img"
 
 # --- 4. cold sequential read through a replica with added latency ----------------
 P=$(free_port); Q=$(free_port)
@@ -149,17 +174,23 @@ mkdir -p "$WORK/native/cold"
 head -c $((COLD_MB << 20)) /dev/urandom >"$WORK/native/cold/file.bin"
 pack "$WORK/cold.flist" "zdb://127.0.0.1:$P/default" "$WORK/native/cold"
 MC=$WORK/mnt-cold
-mount_src "$WORK/cold.flist" "$MC" "$WORK/cache-cold" --store "zdb://127.0.0.1:$Q/default"
-cold_f=$(dd_secs "$MC/file.bin")
-fetched=$(stat_of "$MC" "chunks fetched")
-# The peer: the native file read cold from the local disk.
-sync; dd if="$WORK/native/cold/file.bin" iflag=nocache count=0 2>/dev/null
-cold_n=$(dd_secs "$WORK/native/cold/file.bin")
+# Best of two alternating rounds: fsmount with an empty cache each time,
+# the native file with its pages dropped (read cold from the local disk).
+cold_f=9999; cold_n=9999
+for round in 1 2; do
+    rm -rf "$WORK/cache-cold"
+    mount_src "$WORK/cold.flist" "$MC" "$WORK/cache-cold" --store "zdb://127.0.0.1:$Q/default"
+    f=$(dd_secs "$MC/file.bin")
+    fetched=$(stat_of "$MC" "chunks fetched")
+    fsm umount "$MC" >/dev/null
+    sync; dd if="$WORK/native/cold/file.bin" iflag=nocache count=0 2>/dev/null
+    n=$(dd_secs "$WORK/native/cold/file.bin")
+    cold_f=$(calc "($f < $cold_f) ? $f : $cold_f"); cold_n=$(calc "($n < $cold_n) ? $n : $cold_n")
+done
 mbps_f=$(calc "$COLD_MB * 1.048576 / $cold_f"); mbps_n=$(calc "$COLD_MB * 1.048576 / $cold_n")
-echo "cold sequential read of $COLD_MB MiB: fsmount from a chunkstore serve replica, +${LATENCY_MS} ms per request ($fetched chunks fetched); native: local disk, page cache dropped"
+echo "cold sequential read of $COLD_MB MiB, best of 2: fsmount from a chunkstore serve replica, +${LATENCY_MS} ms per request ($fetched chunks fetched per round); native: local disk, page cache dropped"
 line "" "native MB/s" "fsmount MB/s" "ratio" "target"
 line "cold sequential read (dd)" "$(calc "$mbps_n")" "$(calc "$mbps_f")" "$(calc "$mbps_f / $mbps_n")x" ">= 200 MB/s"
-fsm umount "$MC" >/dev/null
 rm -rf "$WORK/cache-cold" "$WORK/replica"
 
 # --- 5 + 6. mount time and RSS with a 100,000-entry flist ------------------------
