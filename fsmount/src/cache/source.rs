@@ -139,3 +139,26 @@ impl ChunkSource for FlistSource {
         format!("{} chunks from {}", self.chunks.len(), self.store.url())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zosfs_store::{ChunkId, ChunkKey, ChunkRef};
+
+    fn chunk(b: u8, len: u32) -> DataChunk {
+        DataChunk::Zck1(ChunkRef { id: ChunkId([b; 32]), key: ChunkKey([b ^ 0x55; 32]), len })
+    }
+
+    #[test]
+    fn content_ids_name_chunk_lists() {
+        let a = vec![chunk(1, 10), chunk(2, 20)];
+        assert_eq!(content_id(&a), content_id(&a.clone()));
+        // Order, length and membership all matter.
+        assert_ne!(content_id(&a), content_id(&[chunk(2, 20), chunk(1, 10)]));
+        assert_ne!(content_id(&a), content_id(&[chunk(1, 10), chunk(2, 21)]));
+        assert_ne!(content_id(&a), content_id(&a[..1]));
+        // The same bytes as a legacy chunk are another content.
+        let rfs = DataChunk::Rfs { id: [1; 32], key: [1 ^ 0x55; 32], len: 10 };
+        assert_ne!(content_id(&a[..1]), content_id(&[rfs]));
+    }
+}
