@@ -44,7 +44,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -167,6 +167,8 @@ pub(crate) struct Inner {
     last_read_end: AtomicU64,
     /// Current read-ahead window in chunks (0 ..= opts.readahead).
     ra_window: AtomicU64,
+    /// preadv2(RWF_NOWAIT) works on the data file (cleared on EOPNOTSUPP).
+    nowait_reads: AtomicBool,
 }
 
 impl Inner {

@@ -129,6 +129,7 @@ pub(crate) async fn open(
         rt,
         last_read_end: AtomicU64::new(0),
         ra_window: AtomicU64::new(0),
+        nowait_reads: AtomicBool::new(true),
     }))
 }
 
