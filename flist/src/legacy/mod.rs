@@ -15,7 +15,9 @@ pub mod zerofs;
 
 use std::path::Path;
 
-use crate::error::{Result, corrupt};
+use rusqlite::types::ValueRef;
+
+use crate::error::{Error, ErrorKind, Result, corrupt};
 use crate::native::{Flist, OpenOptions, archive};
 use crate::tree::Tree;
 
@@ -30,6 +32,34 @@ pub enum Format {
     ZeroFs,
     /// An extracted 0-fs database (`flistdb.sqlite3`).
     ZeroFsDb,
+}
+
+/// Largest plaintext a legacy chunk may claim (0-db's value limit).
+pub(crate) const MAX_PLAIN: usize = 8 << 20;
+
+/// Snappy-decompress a legacy chunk's plaintext, refusing claims over
+/// [`MAX_PLAIN`] before allocating; Err is the reason, for the caller's
+/// message.
+pub(crate) fn snappy_plain(compressed: &[u8]) -> std::result::Result<Vec<u8>, &'static str> {
+    let len = snap::raw::decompress_len(compressed).map_err(|_| "bad snappy header")?;
+    if len > MAX_PLAIN {
+        return Err("claims more than 8 MiB of plaintext");
+    }
+    snap::raw::Decoder::new().decompress_vec(compressed).map_err(|_| "snappy data is damaged")
+}
+
+/// Map a SQLite error of a legacy flist to a Corrupt error with `context`.
+pub(crate) fn sql(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
+    let c = context.into();
+    move |e| Error::with_source(ErrorKind::Corrupt, c, e)
+}
+
+/// A column as raw bytes (TEXT or BLOB), None for NULL.
+pub(crate) fn bytes_of(v: ValueRef<'_>) -> Option<Vec<u8>> {
+    match v {
+        ValueRef::Text(b) | ValueRef::Blob(b) => Some(b.to_vec()),
+        _ => None,
+    }
 }
 
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];

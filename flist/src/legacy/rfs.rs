@@ -22,9 +22,9 @@ use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
-use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use super::{bytes_of, snappy_plain, sql};
 use crate::content::DataChunk;
 use crate::error::{Error, ErrorKind, Result, corrupt, not_found};
 use crate::model::{Chunking, Codec, DirEntry, Header, Ino, Inode, Kind};
@@ -33,9 +33,6 @@ use crate::tree::Tree;
 
 /// Plaintext bytes per rfs block.
 pub const BLOCK_SIZE: u64 = 512 << 10;
-
-/// Largest plaintext a block may claim to decompress to.
-const MAX_PLAIN: usize = 8 << 20;
 
 fn blake2b256(data: &[u8]) -> [u8; 32] {
     Blake2b::<U32>::digest(data).into()
@@ -65,13 +62,7 @@ pub fn decode_block(id: &[u8; 32], key: &[u8; 32], blob: &[u8]) -> Result<Vec<u8
     let compressed = cipher
         .decrypt(Nonce::from_slice(&key[..12]), blob)
         .map_err(|_| bad("AES-GCM authentication failed (wrong key or damaged)"))?;
-    let len = snap::raw::decompress_len(&compressed).map_err(|_| bad("bad snappy header"))?;
-    if len > MAX_PLAIN {
-        return Err(bad("claims more than 8 MiB of plaintext"));
-    }
-    let plain = snap::raw::Decoder::new()
-        .decompress_vec(&compressed)
-        .map_err(|_| bad("snappy data is damaged"))?;
+    let plain = snappy_plain(&compressed).map_err(bad)?;
     if &blake2b256(&plain) != key {
         return Err(bad("plaintext does not hash to its key"));
     }
@@ -84,19 +75,6 @@ pub struct RfsFlist {
     header: Header,
     root: Ino,
     block_size: u64,
-}
-
-fn sql(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
-    let c = context.into();
-    move |e| Error::with_source(ErrorKind::Corrupt, c, e)
-}
-
-/// A column as raw bytes (TEXT or BLOB), None for NULL.
-fn bytes_of(v: ValueRef<'_>) -> Option<Vec<u8>> {
-    match v {
-        ValueRef::Text(b) | ValueRef::Blob(b) => Some(b.to_vec()),
-        _ => None,
-    }
 }
 
 /// A 32-byte id or key: raw, or 64 hex digits.

@@ -13,12 +13,10 @@ use zosfs_store::ChunkId;
 
 use super::xxtea;
 use crate::error::{Error, ErrorKind, Result};
+use crate::legacy::MAX_PLAIN;
 
 /// Plaintext bytes per block when the file record does not say.
 pub const DEFAULT_BLOCK_SIZE: u64 = 512 << 10;
-
-/// Largest plaintext a block may claim to decompress to.
-const MAX_PLAIN: usize = 8 << 20;
 
 /// A BLAKE2b hash of 16 or 32 bytes, as 0-fs records keep them.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,13 +90,7 @@ impl Block {
         }
         let compressed = xxtea::decrypt(blob, self.key.as_slice())
             .map_err(|e| bad(&format!("{} (wrong key or damaged)", e.context())))?;
-        let len = snap::raw::decompress_len(&compressed).map_err(|_| bad("bad snappy header"))?;
-        if len > MAX_PLAIN {
-            return Err(bad("claims more than 8 MiB of plaintext"));
-        }
-        let plain = snap::raw::Decoder::new()
-            .decompress_vec(&compressed)
-            .map_err(|_| bad("snappy data is damaged"))?;
+        let plain = crate::legacy::snappy_plain(&compressed).map_err(bad)?;
         if self.key.of_same_len(&plain) != self.key {
             return Err(bad("plaintext does not hash to its key"));
         }

@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::chunk::{Block, DEFAULT_BLOCK_SIZE, Hash};
@@ -20,6 +19,7 @@ use super::schema::{
 use super::{archive, path_key};
 use crate::content::DataChunk;
 use crate::error::{Error, ErrorKind, Result, corrupt, not_found};
+use crate::legacy::{bytes_of, sql};
 use crate::model::{Chunking, Codec, DirEntry, Header, Ino, Inode, Kind, ROOT_INO};
 use crate::names::{check_name, join, show};
 use crate::native::OpenOptions;
@@ -78,18 +78,6 @@ pub struct ZeroFsFlist {
 impl std::fmt::Debug for ZeroFsFlist {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ZeroFsFlist").field("db", &self.shown).finish()
-    }
-}
-
-fn sql(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
-    let c = context.into();
-    move |e| Error::with_source(ErrorKind::Corrupt, c, e)
-}
-
-fn bytes_of(v: ValueRef<'_>) -> Option<Vec<u8>> {
-    match v {
-        ValueRef::Text(b) | ValueRef::Blob(b) => Some(b.to_vec()),
-        _ => None,
     }
 }
 
