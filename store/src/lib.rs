@@ -19,6 +19,7 @@ pub mod engine;
 pub mod error;
 pub mod lazy;
 pub mod local;
+pub mod malloc;
 pub mod remote;
 pub mod router;
 pub mod server;

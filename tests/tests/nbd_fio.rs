@@ -7,7 +7,10 @@ use std::process::Command;
 use anyhow::{Result, ensure};
 use zosfs_tests::nbd::{NbdServer, run_text};
 
-fn fio(uri: &str, extra: &[&str]) -> Result<String> {
+/// fio's nbd engine on `uri`: verified 4 KiB random writes at QD32, with
+/// a fixed seed so a later `--verify_only` pass checks the same blocks. No
+/// state file is left behind (fio writes one into its cwd on a failure).
+fn fio_cmd(uri: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new("fio");
     cmd.args([
         "--name=nbdverify",
@@ -18,11 +21,16 @@ fn fio(uri: &str, extra: &[&str]) -> Result<String> {
         "--iodepth=32",
         "--verify=crc32c",
         "--verify_fatal=1",
+        "--verify_state_save=0",
         "--randrepeat=1",
         "--randseed=1234",
     ]);
     cmd.arg(format!("--uri={uri}")).args(extra);
-    let out = run_text(&mut cmd)?;
+    cmd
+}
+
+fn fio(uri: &str, extra: &[&str]) -> Result<String> {
+    let out = run_text(&mut fio_cmd(uri, extra))?;
     ensure!(out.contains("err= 0"), "fio reported an error:\n{out}");
     Ok(out)
 }
@@ -42,22 +50,7 @@ fn fio_verified_random_writes_and_reads() -> Result<()> {
     // The check can fail: overwrite the device with other data and the
     // same verify-only pass must report corruption.
     run_text(Command::new("qemu-io").args(["-f", "raw", &uri, "-c", "write -P 0x66 0 64M"]))?;
-    let bad = Command::new("fio")
-        .args([
-            "--name=nbdverify",
-            "--ioengine=nbd",
-            "--rw=randwrite",
-            "--bs=4k",
-            "--size=64M",
-            "--iodepth=32",
-            "--verify=crc32c",
-            "--verify_fatal=1",
-            "--randrepeat=1",
-            "--randseed=1234",
-            "--verify_only",
-        ])
-        .arg(format!("--uri={uri}"))
-        .output()?;
+    let bad = fio_cmd(&uri, &["--verify_only"]).output()?;
     ensure!(!bad.status.success(), "fio verified garbage");
     srv.stop()
 }

@@ -156,6 +156,13 @@ impl BlockDevice for LazyDevice {
         Ok(pieces(offset, Bytes::from(data), &extents))
     }
 
+    fn read_now(&self, offset: u64, length: u32) -> Option<Vec<ReadPiece>> {
+        // Only local (present or dirty) chunks read in place, and none of
+        // them reads as zeros by state: one data piece.
+        let data = self.lazy.read_now(offset, length as usize)?;
+        (data.len() == length as usize && length > 0).then(|| vec![ReadPiece::Data(data.into())])
+    }
+
     async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<()> {
         let _open = self.gate.read().await;
         self.lazy.write(offset, data).await?;

@@ -78,6 +78,13 @@ pub trait BlockDevice: Send + Sync + 'static {
     /// `length`.
     async fn read(&self, offset: u64, length: u32) -> Result<Vec<ReadPiece>>;
 
+    /// The read answered at once, without waiting on anything (no I/O
+    /// wait, no fetch), or None: then [`read`](Self::read) serves it. Lets
+    /// the connection's reader answer warm reads in place.
+    fn read_now(&self, _offset: u64, _length: u32) -> Option<Vec<ReadPiece>> {
+        None
+    }
+
     /// Write `data` at `offset`; with `fua`, durable before returning.
     async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<()>;
 

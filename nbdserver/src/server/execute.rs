@@ -53,6 +53,25 @@ pub async fn execute(
     }
 }
 
+/// Largest READ answered in place by the connection's reader. Copying a
+/// bigger one there would serialise the copies that tasks on every worker
+/// do in parallel.
+const READ_NOW_MAX: u32 = 128 << 10;
+
+/// The reply of `cmd` if it can be answered at once without waiting (a
+/// READ of local, cached bytes), counted like [`execute`]; None otherwise.
+pub fn execute_now(export: &Export, s: &Session, cookie: u64, cmd: &Command) -> Option<Vec<Bytes>> {
+    let Command::Read { offset, length, df } = *cmd else {
+        return None;
+    };
+    if length > READ_NOW_MAX {
+        return None;
+    }
+    let pieces = export.device.read_now(offset, length)?;
+    export.counters.count(cmd, true);
+    Some(read_reply(s, cookie, offset, pieces, df))
+}
+
 /// The reply of a successful command, or its error.
 async fn run(
     dev: &dyn BlockDevice,

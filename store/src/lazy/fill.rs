@@ -8,7 +8,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::jobs::{Claim, Job, Outcome, Ready, wait_content};
 use super::{ChunkState, Inner, Step};
-use crate::error::{Error, Result, corrupt};
+use crate::error::{Result, corrupt};
 
 impl Inner {
     /// Fetch chunk `i`'s plaintext within the fetch depth. `bg` is a
@@ -67,10 +67,7 @@ impl Inner {
         let i = job.index;
         self.hit(Step::Fetched(i));
         let off = self.layout.span(i).start;
-        self.engine
-            .write_at(self.data.clone(), off, bytes)
-            .await
-            .map_err(|e| Error::io(format!("{}: write chunk {i}", self.name), e))?;
+        self.write_data(off, bytes).await?;
         job.publish(Outcome::Written);
         self.hit(Step::DataWritten(i));
         // Data durable, then state durable: the journal syncs data first.

@@ -171,6 +171,9 @@ pub(crate) struct Inner {
     nowait_reads: AtomicBool,
 }
 
+/// Largest single write to the data file (see [`Inner::write_data`]).
+const WRITE_PIECE: u64 = 64 << 10;
+
 impl Inner {
     fn source(&self) -> Arc<dyn ChunkSource> {
         self.source.read().clone()
@@ -182,6 +185,31 @@ impl Inner {
         if old == ChunkState::Absent && s != ChunkState::Absent && !self.source().is_zero(i) {
             self.missing.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+
+    /// Write `data` at `off` of the data file, as writes of at most
+    /// [`WRITE_PIECE`] bytes on `WRITE_PIECE` boundaries, run concurrently.
+    ///
+    /// Why pieces: the page cache sizes a folio after the write that creates
+    /// it, so one 1 MiB write leaves 1 MiB folios, and every later 4 KiB
+    /// write into such a folio walks all of its 256 block heads (ext4 on
+    /// Linux 6.x): random 4 KiB writes to a filled NBD device ran 3x slower
+    /// than on a file written in 64 KiB pieces.
+    async fn write_data(&self, off: u64, data: Bytes) -> Result<()> {
+        let len = data.len();
+        let end = off + len as u64;
+        let mut pieces = Vec::with_capacity(len / WRITE_PIECE as usize + 2);
+        let mut at = off;
+        while at < end {
+            let next = ((at / WRITE_PIECE + 1) * WRITE_PIECE).min(end);
+            let part = data.slice((at - off) as usize..(next - off) as usize);
+            pieces.push(self.engine.write_at(self.data.clone(), at, part));
+            at = next;
+        }
+        for r in futures::future::join_all(pieces).await {
+            r.map_err(|e| Error::io(format!("{}: write {len} bytes at {off}", self.name), e))?;
+        }
+        Ok(())
     }
 
     fn hit(&self, step: Step) {
@@ -263,6 +291,13 @@ impl LazyFile {
     /// fetched (concurrently), each at most once however many read it.
     pub async fn read(&self, off: u64, len: usize) -> Result<Vec<u8>> {
         read::read(&self.inner, off, len).await
+    }
+
+    /// [`read`](Self::read) without waiting: the bytes when every chunk of
+    /// the range is local and in the page cache, else None (nothing done).
+    /// For event loops that answer such reads in place.
+    pub fn read_now(&self, off: u64, len: usize) -> Option<Vec<u8>> {
+        read::read_now(&self.inner, off, len)
     }
 
     /// Write `data` at `off` (not durable until [`flush`](Self::flush)).

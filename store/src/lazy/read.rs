@@ -25,19 +25,47 @@ enum Data {
     Shared(Bytes),
 }
 
-pub(crate) async fn read(inner: &Arc<Inner>, off: u64, len: usize) -> Result<Vec<u8>> {
+/// The read's range clipped to the file, or None when nothing is left.
+fn clip(inner: &Inner, off: u64, len: usize) -> Option<Range<u64>> {
     let size = inner.layout.size();
-    if off >= size || len == 0 {
-        return Ok(Vec::new());
-    }
-    let end = off.saturating_add(len as u64).min(size);
-    let chunks = inner.layout.chunks_in(off, end - off);
+    (off < size && len > 0).then(|| off..off.saturating_add(len as u64).min(size))
+}
+
+/// Start the read-ahead a read of `r` calls for.
+fn read_ahead_for(inner: &Arc<Inner>, r: &Range<u64>) {
     if inner.opts.readahead > 0 {
-        let window = readahead_window(inner, off, end);
+        let window = readahead_window(inner, r.start, r.end);
         if window > 0 {
-            inner.readahead(chunks.end - 1, window);
+            inner.readahead(inner.layout.index_of(r.end - 1), window);
         }
     }
+}
+
+/// The read served at once, without waiting, when every chunk of it is
+/// local and the page cache holds all its bytes; None otherwise (and
+/// then nothing happened: the caller goes through [`read`]).
+pub(crate) fn read_now(inner: &Arc<Inner>, off: u64, len: usize) -> Option<Vec<u8>> {
+    let r = clip(inner, off, len)?;
+    let local = inner
+        .layout
+        .chunks_in(r.start, r.end - r.start)
+        .all(|i| matches!(inner.states.get(i), ChunkState::Present | ChunkState::Dirty));
+    if !local {
+        return None;
+    }
+    let len = (r.end - r.start) as usize;
+    let data = read_cached(inner, r.start, len).filter(|d| d.len() == len)?;
+    read_ahead_for(inner, &r);
+    count_local_hits(inner, &r);
+    Some(data)
+}
+
+pub(crate) async fn read(inner: &Arc<Inner>, off: u64, len: usize) -> Result<Vec<u8>> {
+    let Some(Range { start: off, end }) = clip(inner, off, len) else {
+        return Ok(Vec::new());
+    };
+    let chunks = inner.layout.chunks_in(off, end - off);
+    read_ahead_for(inner, &(off..end));
 
     let mut pieces: Vec<Piece> = Vec::new();
     for i in chunks {
@@ -81,20 +109,22 @@ pub(crate) async fn read(inner: &Arc<Inner>, off: u64, len: usize) -> Result<Vec
 /// Reads up to this size are first tried straight from the page cache.
 const INLINE_READ_MAX: usize = 2 << 20;
 
-/// The bytes at `off` if the page cache holds all of them, read inline with
-/// `preadv2(RWF_NOWAIT)` (never waits for the disk, so it cannot stall the
-/// async worker): a warm read then skips the hop to the I/O engine's thread.
-/// None when any page is missing or the kernel lacks RWF_NOWAIT for this
-/// file; the engine reads it then.
+/// The bytes at `off` that the page cache holds, from the start of the
+/// range on (all, some, or none of them), read inline with
+/// `preadv2(RWF_NOWAIT)`: it never waits for the disk, so it cannot stall
+/// the async worker, and a warm read skips the hop to the I/O engine's
+/// thread. None when not tried (too long, or the kernel lacks RWF_NOWAIT
+/// for this file).
 fn read_cached(inner: &Inner, off: u64, len: usize) -> Option<Vec<u8>> {
     use std::os::fd::AsRawFd;
     if len > INLINE_READ_MAX || !inner.nowait_reads.load(Ordering::Relaxed) {
         return None;
     }
-    let mut buf = vec![0u8; len];
+    // Not zeroed first: the kernel fills it and only what it wrote is kept.
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
     let iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
-    // SAFETY: iov describes `buf`, valid and writable for `len` bytes for
-    // the duration of the call; the fd is owned by inner.data, open.
+    // SAFETY: iov describes `buf`'s allocation, writable for `len` bytes
+    // for the duration of the call; the fd is owned by inner.data, open.
     let n = unsafe {
         libc::preadv2(inner.data.as_raw_fd(), &iov, 1, off as libc::off_t, libc::RWF_NOWAIT)
     };
@@ -103,11 +133,11 @@ fn read_cached(inner: &Inner, off: u64, len: usize) -> Option<Vec<u8>> {
         if err == Some(libc::EOPNOTSUPP) || err == Some(libc::EINVAL) || err == Some(libc::ENOSYS) {
             inner.nowait_reads.store(false, Ordering::Relaxed);
         }
-        return None;
+        return Some(buf);
     }
-    // A short count: part of the range is not cached (or past EOF, which
-    // the engine path reports as a truncated data file).
-    (n as usize == len).then_some(buf)
+    // SAFETY: the kernel wrote the first `n` (≤ len) bytes.
+    unsafe { buf.set_len(n as usize) };
+    Some(buf)
 }
 
 fn count_local_hits(inner: &Inner, r: &Range<u64>) {
@@ -152,26 +182,34 @@ fn readahead_window(inner: &Inner, off: u64, end: u64) -> u64 {
 
 async fn read_file(inner: &Inner, r: Range<u64>) -> Result<Vec<u8>> {
     let want = (r.end - r.start) as usize;
-    if let Some(hit) = read_cached(inner, r.start, want) {
-        return Ok(hit);
+    // What the page cache has now; the engine reads the rest (a short
+    // count means a page is not cached, or EOF, checked below).
+    let mut have = read_cached(inner, r.start, want).unwrap_or_default();
+    if have.len() == want {
+        return Ok(have);
     }
-    let got = inner
+    let at = r.start + have.len() as u64;
+    let rest_len = want - have.len();
+    let rest = inner
         .engine
-        .read_at(inner.data.clone(), r.start, want)
+        .read_at(inner.data.clone(), at, rest_len)
         .await
-        .map_err(|e| Error::io(format!("{}: read at {}", inner.name, r.start), e))?;
-    if got.len() != want {
+        .map_err(|e| Error::io(format!("{}: read at {at}", inner.name), e))?;
+    if rest.len() != rest_len {
         return Err(Error::new(
             ErrorKind::Io,
             format!(
-                "{}: short read at {} ({} of {want} bytes): data file truncated?",
+                "{}: short read at {at} ({} of {rest_len} bytes): data file truncated?",
                 inner.name,
-                r.start,
-                got.len()
+                rest.len()
             ),
         ));
     }
-    Ok(got)
+    if have.is_empty() {
+        return Ok(rest);
+    }
+    have.extend_from_slice(&rest);
+    Ok(have)
 }
 
 /// Bytes `r` of chunk `i`, which was not local when the read was planned.

@@ -43,15 +43,6 @@ pub(crate) async fn write(inner: &Arc<Inner>, off: u64, data: Bytes) -> Result<(
     Ok(())
 }
 
-async fn write_file(inner: &Inner, off: u64, data: Bytes) -> Result<()> {
-    let len = data.len();
-    inner
-        .engine
-        .write_at(inner.data.clone(), off, data)
-        .await
-        .map_err(|e| Error::io(format!("{}: write {len} bytes at {off}", inner.name), e))
-}
-
 async fn punch(inner: &Inner, off: u64, len: u64) -> Result<()> {
     inner
         .engine
@@ -64,29 +55,29 @@ async fn punch(inner: &Inner, off: u64, len: u64) -> Result<()> {
 async fn write_chunk(inner: &Arc<Inner>, i: u64, at: usize, data: Bytes) -> Result<()> {
     let span = inner.layout.span(i);
     if inner.states.get(i) == ChunkState::Dirty && !inner.has_job(i) {
-        return write_file(inner, span.start + at as u64, data).await;
+        return inner.write_data(span.start + at as u64, data).await;
     }
     let _job = inner.own(i).await;
     match inner.states.get(i) {
-        ChunkState::Dirty => write_file(inner, span.start + at as u64, data).await,
+        ChunkState::Dirty => inner.write_data(span.start + at as u64, data).await,
         ChunkState::Present => {
             inner.journal.commit(vec![(i, ChunkState::Dirty)], false).await?;
             inner.set_state(i, ChunkState::Dirty);
-            write_file(inner, span.start + at as u64, data).await
+            inner.write_data(span.start + at as u64, data).await
         }
         old @ (ChunkState::Absent | ChunkState::Zero) => {
             let len = (span.end - span.start) as usize;
             if at == 0 && data.len() == len {
-                write_file(inner, span.start, data).await?;
+                inner.write_data(span.start, data).await?;
             } else if old == ChunkState::Zero || inner.source().is_zero(i) {
                 // Zeros around the write: a hole, so blank devices stay sparse.
                 punch(inner, span.start, len as u64).await?;
-                write_file(inner, span.start + at as u64, data).await?;
+                inner.write_data(span.start + at as u64, data).await?;
             } else {
                 inner.counters.misses.inc();
                 let mut buf = inner.fetch(i, None).await?.to_vec();
                 buf[at..at + data.len()].copy_from_slice(&data);
-                write_file(inner, span.start, buf.into()).await?;
+                inner.write_data(span.start, buf.into()).await?;
             }
             inner.set_state(i, ChunkState::Dirty);
             inner.journal.queue(vec![(i, ChunkState::Dirty)], true);

@@ -72,6 +72,7 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    zosfs_store::malloc::tune_for_servers();
     init_logging();
     let cli = Cli::parse();
     let res = match cli.cmd {
