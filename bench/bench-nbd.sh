@@ -23,7 +23,8 @@
 # and its replica.
 #
 # Env: BENCH_NBD_SIZE (image size, default 1G), BENCH_NBD_RUNTIME (seconds
-# per fio run, default 10), BENCH_NBD_DIR (scratch dir, kept; default a
+# per fio run, default 10), BENCH_NBD_ROUNDS (fio runs per server and warm
+# workload, in turn; the median is printed; default 3), BENCH_NBD_DIR (scratch dir, kept; default a
 # temp dir, removed).
 set -euo pipefail
 
@@ -32,6 +33,7 @@ ROOT=$PWD
 BIN=$ROOT/target/release
 SIZE=${BENCH_NBD_SIZE:-1G}
 RUNTIME=${BENCH_NBD_RUNTIME:-10}
+ROUNDS=${BENCH_NBD_ROUNDS:-3}
 for tool in fio nbdcopy nbdinfo qemu-nbd nbdkit python3; do
     command -v "$tool" >/dev/null || { echo "bench-nbd: $tool is missing (make deps)" >&2; exit 1; }
 done
@@ -109,7 +111,7 @@ copy_mbs() {
 ratio() { python3 -c "a,b=float('$1'),float('$2'); print('%.2fx' % (a/b) if b else 'n/a')"; }
 row() { printf '%-36s %10s %10s %10s  %s\n' "$@"; }
 
-echo "== bench-nbd: image $SIZE, fio runtime ${RUNTIME}s, scratch $WORK, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
+echo "== bench-nbd: image $SIZE, fio runtime ${RUNTIME}s x $ROUNDS rounds (median), scratch $WORK, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
 
 # ---- The image: random data in a raw file, packed into a 0-db replica ----
 mkdir -p "$WORK/img"
@@ -159,10 +161,19 @@ stop "$KC_PID"
 # ---- Warm reads: all three from local state ----
 z=$(copy_mbs "$Z"); q=$(copy_mbs "$Q"); k=$(copy_mbs "$K")
 row "warm seq read, nbdcopy (MB/s)" "$z" "$q" "$k" "vs qemu-nbd $(ratio "$z" "$q"), vs nbdkit $(ratio "$z" "$k")"
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+# One fio workload on the three servers, ROUNDS times in turn (z q k z q k
+# ...), so a burst of load elsewhere on the machine hits all three alike;
+# each figure is the median of its rounds.
 three() {
     local label=$1 what=$2 note=$3; shift 3
-    local z q k
-    z=$(fio_nbd "$Z" "$what" "$@"); q=$(fio_nbd "$Q" "$what" "$@"); k=$(fio_nbd "$K" "$what" "$@")
+    local zs=() qs=() ks=() z q k
+    for _ in $(seq 1 "$ROUNDS"); do
+        zs+=("$(fio_nbd "$Z" "$what" "$@")")
+        qs+=("$(fio_nbd "$Q" "$what" "$@")")
+        ks+=("$(fio_nbd "$K" "$what" "$@")")
+    done
+    z=$(median "${zs[@]}"); q=$(median "${qs[@]}"); k=$(median "${ks[@]}")
     row "$label" "$z" "$q" "$k" "vs qemu-nbd $(ratio "$z" "$q"), vs nbdkit $(ratio "$z" "$k")$note"
 }
 three "warm 1M seq read QD8 (MB/s)" "$mbs_read" " (target >=1.0 vs nbdkit)" --rw=read --bs=1M --iodepth=8
