@@ -112,11 +112,24 @@ pub fn wait_for<T>(
 }
 
 /// A TCP port free right now on 127.0.0.1.
+///
+/// Ports come from a counter below the kernel's ephemeral range (32768 and
+/// up), never from `bind(:0)`: an ephemeral port handed to one test's
+/// server could be handed to another test running in parallel too (the
+/// loser's server fails to bind while its test talks to the winner's), and
+/// a client socket could take it before the server binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind :0")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Each test process starts at its own place in 20000..32000.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20000 + (std::process::id() % 60) as u16 * 200;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20000 + (base - 20000 + n) % 12000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Wait until something accepts TCP connections on 127.0.0.1:port.

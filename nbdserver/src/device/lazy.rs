@@ -18,7 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use zosfs_store::lazy::{Extent as LazyExtent, LazyFile, LazyStats, Prefetch};
+use zosfs_store::lazy::{Extent as LazyExtent, FileRange, LazyFile, LazyStats, Prefetch};
 
 use super::{BlockDevice, Extent, ReadPiece, ZeroMode};
 use crate::error::{Error, ErrorKind, Result};
@@ -161,6 +161,11 @@ impl BlockDevice for LazyDevice {
         // them reads as zeros by state: one data piece.
         let data = self.lazy.read_now(offset, length as usize)?;
         (data.len() == length as usize && length > 0).then(|| vec![ReadPiece::Data(data.into())])
+    }
+
+    fn read_file_range(&self, offset: u64, length: u32) -> Option<FileRange> {
+        // As for read_now: local chunks never read as zeros by state.
+        self.lazy.file_range_now(offset, length as usize)
     }
 
     async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<()> {

@@ -19,6 +19,8 @@ pub mod spec;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use zosfs_store::lazy::FileRange;
+
 use crate::error::Result;
 use crate::proto::{BlockSizes, MetaContext};
 
@@ -82,6 +84,13 @@ pub trait BlockDevice: Send + Sync + 'static {
     /// wait, no fetch), or None: then [`read`](Self::read) serves it. Lets
     /// the connection's reader answer warm reads in place.
     fn read_now(&self, _offset: u64, _length: u32) -> Option<Vec<ReadPiece>> {
+        None
+    }
+
+    /// The read's bytes as a range of a local file, when all of them are
+    /// local and cached (sent later by `sendfile`, see [`FileRange`] for
+    /// when the bytes are read); None otherwise.
+    fn read_file_range(&self, _offset: u64, _length: u32) -> Option<FileRange> {
         None
     }
 

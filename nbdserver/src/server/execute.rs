@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 use super::export::Export;
+use super::sink::Part;
 use crate::device::{BlockDevice, Extent, ReadPiece, ZeroMode};
 use crate::error::Error;
 use crate::proto::{Command, ErrorCode, Session, reply};
@@ -53,23 +54,44 @@ pub async fn execute(
     }
 }
 
-/// Largest READ answered in place by the connection's reader. Copying a
+/// Largest READ copied in place by the connection's reader. Copying a
 /// bigger one there would serialise the copies that tasks on every worker
-/// do in parallel.
+/// do in parallel; bigger warm reads go out by `sendfile` instead, where
+/// the socket allows it.
 const READ_NOW_MAX: u32 = 128 << 10;
 
 /// The reply of `cmd` if it can be answered at once without waiting (a
 /// READ of local, cached bytes), counted like [`execute`]; None otherwise.
-pub fn execute_now(export: &Export, s: &Session, cookie: u64, cmd: &Command) -> Option<Vec<Bytes>> {
+/// With `zero_copy`, a READ over [`READ_NOW_MAX`] is answered with the
+/// device's file range (sent by `sendfile`).
+pub fn execute_now(
+    export: &Export,
+    s: &Session,
+    cookie: u64,
+    cmd: &Command,
+    zero_copy: bool,
+) -> Option<Vec<Part>> {
     let Command::Read { offset, length, df } = *cmd else {
         return None;
     };
     if length > READ_NOW_MAX {
-        return None;
+        if !zero_copy {
+            return None;
+        }
+        let range = export.device.read_file_range(offset, length)?;
+        export.counters.count(cmd, true);
+        export.counters.zero_copy_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // One stretch of data, so DF (don't fragment) holds either way.
+        let header = if s.structured {
+            reply::offset_data_header(cookie, offset, length, true)
+        } else {
+            reply::simple(cookie, None)
+        };
+        return Some(vec![Part::Mem(header.into()), Part::File(range)]);
     }
     let pieces = export.device.read_now(offset, length)?;
     export.counters.count(cmd, true);
-    Some(read_reply(s, cookie, offset, pieces, df))
+    Some(read_reply(s, cookie, offset, pieces, df).into_iter().map(Part::Mem).collect())
 }
 
 /// The reply of a successful command, or its error.

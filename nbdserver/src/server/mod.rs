@@ -10,6 +10,7 @@ pub mod control;
 pub mod execute;
 pub mod export;
 pub mod negotiate;
+pub mod sink;
 pub mod stats;
 pub mod tls;
 pub mod transmission;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncRead, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -363,7 +364,7 @@ async fn transmit<R, W>(
     stop: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: sink::ReplySink,
 {
     tracing::debug!(
         "{peer}: export {:?}, structured replies {}, contexts {:?}",

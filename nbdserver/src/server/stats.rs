@@ -15,6 +15,8 @@ pub struct ExportCounters {
     pub connections_total: AtomicU64,
     pub reads: AtomicU64,
     pub read_bytes: AtomicU64,
+    /// READs whose data went out by sendfile (no copy through user space).
+    pub zero_copy_reads: AtomicU64,
     pub writes: AtomicU64,
     pub write_bytes: AtomicU64,
     pub flushes: AtomicU64,
@@ -91,6 +93,7 @@ fn figures(e: &Export) -> Figures {
         ("connections_total", "counter", g(&c.connections_total)),
         ("reads_total", "counter", g(&c.reads)),
         ("read_bytes_total", "counter", g(&c.read_bytes)),
+        ("zero_copy_reads_total", "counter", g(&c.zero_copy_reads)),
         ("writes_total", "counter", g(&c.writes)),
         ("write_bytes_total", "counter", g(&c.write_bytes)),
         ("flushes_total", "counter", g(&c.flushes)),

@@ -14,15 +14,17 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::execute::{error_reply, execute, execute_now};
 use super::export::Export;
+use super::sink::{Part, ReplySink};
 use crate::proto::consts::REQUEST_HEADER_LEN;
 use crate::proto::request::Rejection;
 use crate::proto::{Command, Session, Verdict, parse_request};
+use zosfs_store::lazy::FileRange;
 
 /// Budget unit: 4 KiB.
 const UNIT: u64 = 4096;
@@ -43,7 +45,7 @@ impl Default for Limits {
 
 /// One reply, written as a whole; dropping it releases its budget.
 struct Frame {
-    parts: Vec<Bytes>,
+    parts: Vec<Part>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -78,12 +80,10 @@ const BATCH_SLICES: usize = 512;
 
 /// Write replies as they come, every reply already queued going out with
 /// it in one vectored write (one syscall for a burst of small replies, and
-/// no separate send of a header in front of its data). Writers that cannot
-/// write vectored get the same bytes through a buffer.
-async fn write_loop<W: AsyncWrite + Unpin>(
-    wr: W,
-    mut rx: mpsc::UnboundedReceiver<Frame>,
-) -> io::Result<()> {
+/// no separate send of a header in front of its data); file parts go by
+/// `sendfile`. Writers that cannot write vectored get the same bytes
+/// through a buffer.
+async fn write_loop<W: ReplySink>(wr: W, mut rx: mpsc::UnboundedReceiver<Frame>) -> io::Result<()> {
     let vectored = wr.is_write_vectored();
     let mut w = BufWriter::with_capacity(if vectored { 0 } else { 256 * 1024 }, wr);
     let mut batch: Vec<Frame> = Vec::new();
@@ -97,40 +97,82 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             slices += frame.parts.len();
             batch.push(frame);
         }
-        if vectored {
-            write_vectored_all(w.get_mut(), &batch).await?;
-        } else {
-            for part in batch.iter().flat_map(|f| &f.parts) {
-                w.write_all(part).await?;
-            }
-            w.flush().await?;
-        }
+        write_batch(&mut w, &batch, vectored).await?;
         // Dropping the frames gives their budget back.
         batch.clear();
     }
     w.shutdown().await
 }
 
-fn frame_len(f: &Frame) -> usize {
-    f.parts.iter().map(Bytes::len).sum()
+fn mem_parts(parts: Vec<Bytes>) -> Vec<Part> {
+    parts.into_iter().map(Part::Mem).collect()
 }
 
-async fn write_vectored_all<W: AsyncWrite + Unpin>(w: &mut W, batch: &[Frame]) -> io::Result<()> {
-    let mut slices: Vec<io::IoSlice<'_>> = batch
-        .iter()
-        .flat_map(|f| &f.parts)
-        .filter(|p| !p.is_empty())
-        .map(|p| io::IoSlice::new(p))
-        .collect();
+fn frame_len(f: &Frame) -> usize {
+    f.parts.iter().map(Part::len).sum()
+}
+
+async fn write_batch<W: ReplySink>(
+    w: &mut BufWriter<W>,
+    batch: &[Frame],
+    vectored: bool,
+) -> io::Result<()> {
+    let mut mem: Vec<&Bytes> = Vec::new();
+    for part in batch.iter().flat_map(|f| &f.parts) {
+        match part {
+            Part::Mem(b) => mem.push(b),
+            Part::File(r) => {
+                write_mem(w, &mem, vectored).await?;
+                mem.clear();
+                // Whatever is buffered goes before the file's bytes.
+                w.flush().await?;
+                send_file(w.get_mut(), r).await?;
+            }
+        }
+    }
+    write_mem(w, &mem, vectored).await?;
+    w.flush().await
+}
+
+async fn write_mem<W: ReplySink>(
+    w: &mut BufWriter<W>,
+    mem: &[&Bytes],
+    vectored: bool,
+) -> io::Result<()> {
+    if !vectored {
+        for b in mem {
+            w.write_all(b).await?;
+        }
+        return Ok(());
+    }
+    let mut slices: Vec<io::IoSlice<'_>> =
+        mem.iter().filter(|b| !b.is_empty()).map(|b| io::IoSlice::new(b)).collect();
     let mut rest = &mut slices[..];
     while !rest.is_empty() {
-        let n = w.write_vectored(rest).await?;
+        let n = w.get_mut().write_vectored(rest).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
         io::IoSlice::advance_slices(&mut rest, n);
     }
-    w.flush().await
+    Ok(())
+}
+
+/// A file part: by `sendfile` where the socket allows it, else read here
+/// (the reader only makes file parts for sockets that allow it).
+async fn send_file<W: ReplySink>(w: &mut W, r: &FileRange) -> io::Result<()> {
+    if w.can_send_file() {
+        return w.send_file(r).await;
+    }
+    let r2 = r.clone();
+    let bytes = tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; r2.len];
+        r2.file.read_exact_at(&mut buf, r2.offset).map(|()| buf)
+    })
+    .await
+    .map_err(io::Error::other)??;
+    w.write_all(&bytes).await
 }
 
 /// Read and drop `n` payload bytes of a refused request.
@@ -154,8 +196,9 @@ pub async fn run<R, W>(
 ) -> End
 where
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: ReplySink,
 {
+    let zero_copy = wr.can_send_file();
     let (tx, rx) = mpsc::unbounded_channel::<Frame>();
     let writer = tokio::spawn(write_loop(wr, rx));
     let units = (limits.inflight_bytes.max(u64::from(session.max_payload)) / UNIT).max(1);
@@ -203,7 +246,7 @@ where
                 if let Err(e) = skipped {
                     break End::Io(e);
                 }
-                let parts = error_reply(&session, header.cookie, error, &message);
+                let parts = mem_parts(error_reply(&session, header.cookie, error, &message));
                 let _ = tx.send(Frame { parts, _permit: None });
                 continue;
             }
@@ -231,13 +274,13 @@ where
         };
         let cookie = header.cookie;
         // Warm reads are answered in place: no task, no hop between threads.
-        if let Some(parts) = execute_now(&export, &session, cookie, &cmd) {
+        if let Some(parts) = execute_now(&export, &session, cookie, &cmd, zero_copy) {
             let _ = tx.send(Frame { parts, _permit: Some(permit) });
             continue;
         }
         let (tx, export, session) = (tx.clone(), export.clone(), session.clone());
         tasks.spawn(async move {
-            let parts = execute(&export, &session, cookie, cmd, payload).await;
+            let parts = mem_parts(execute(&export, &session, cookie, cmd, payload).await);
             let _ = tx.send(Frame { parts, _permit: Some(permit) });
         });
     };

@@ -54,6 +54,7 @@ use tokio::sync::{Semaphore, watch};
 pub use blocking::BlockingLazyFile;
 pub use layout::Layout;
 pub use prefetch::{Prefetch, PrefetchReport};
+pub use read::FileRange;
 pub use source::{BlankSource, ChunkSource, Origin, StoreSource};
 pub use state::ChunkState;
 pub use stats::LazyStats;
@@ -298,6 +299,12 @@ impl LazyFile {
     /// For event loops that answer such reads in place.
     pub fn read_now(&self, off: u64, len: usize) -> Option<Vec<u8>> {
         read::read_now(&self.inner, off, len)
+    }
+
+    /// The range as a [`FileRange`] of the data file, for sending without
+    /// a copy, when all of it is local and in the page cache; else None.
+    pub fn file_range_now(&self, off: u64, len: usize) -> Option<FileRange> {
+        read::file_range_now(&self.inner, off, len)
     }
 
     /// Write `data` at `off` (not durable until [`flush`](Self::flush)).

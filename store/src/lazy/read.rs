@@ -60,6 +60,85 @@ pub(crate) fn read_now(inner: &Arc<Inner>, off: u64, len: usize) -> Option<Vec<u
     Some(data)
 }
 
+/// A byte range of a LazyFile's data file, to be sent from the page
+/// cache without a copy through user space (`sendfile(2)`).
+///
+/// The bytes are those in the file when they are sent, not when the range
+/// was handed out: a write or trim of the range in between shows. Only for
+/// callers to whom such a write is concurrent with the read anyway (NBD:
+/// the read's reply has not been sent yet).
+#[derive(Clone, Debug)]
+pub struct FileRange {
+    pub file: Arc<std::fs::File>,
+    pub offset: u64,
+    pub len: usize,
+}
+
+/// The range `[off, off+len)` as a [`FileRange`] if every chunk of it is
+/// local and the page cache holds every page of it (so sending it does not
+/// wait for the disk); None otherwise (and then nothing happened).
+pub(crate) fn file_range_now(inner: &Arc<Inner>, off: u64, len: usize) -> Option<FileRange> {
+    let r = clip(inner, off, len).filter(|r| r.end - r.start == len as u64)?;
+    let local = inner
+        .layout
+        .chunks_in(r.start, r.end - r.start)
+        .all(|i| matches!(inner.states.get(i), ChunkState::Present | ChunkState::Dirty));
+    if !local || !page_cached(&inner.data, r.start, len as u64) {
+        return None;
+    }
+    read_ahead_for(inner, &r);
+    count_local_hits(inner, &r);
+    Some(FileRange { file: inner.data.clone(), offset: r.start, len })
+}
+
+/// Whether the page cache holds every page of `[off, off+len)` of `file`,
+/// by `cachestat(2)` (Linux 6.5+; false without it).
+fn page_cached(file: &std::fs::File, off: u64, len: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::AtomicBool;
+    /// cachestat's number in every Linux syscall table.
+    const SYS_CACHESTAT: libc::c_long = 451;
+    static MISSING: AtomicBool = AtomicBool::new(false);
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    if len == 0 || MISSING.load(Ordering::Relaxed) {
+        return false;
+    }
+    let range = Range { off, len };
+    let mut stat = Stat::default();
+    // SAFETY: both structs match the kernel's layouts and outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const Range,
+            &mut stat as *mut Stat,
+            0u32,
+        )
+    };
+    if rc != 0 {
+        if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+            MISSING.store(true, Ordering::Relaxed);
+        }
+        return false;
+    }
+    const PAGE: u64 = 4096;
+    let pages = (off + len).div_ceil(PAGE) - off / PAGE;
+    stat.nr_cache >= pages
+}
+
 pub(crate) async fn read(inner: &Arc<Inner>, off: u64, len: usize) -> Result<Vec<u8>> {
     let Some(Range { start: off, end }) = clip(inner, off, len) else {
         return Ok(Vec::new());
