@@ -159,8 +159,6 @@ row "cold lazy fill, nbdcopy (MB/s)" "$z" "-" "$k" "vs nbdkit cow $(ratio "$z" "
 stop "$KC_PID"
 
 # ---- Warm reads: all three from local state ----
-z=$(copy_mbs "$Z"); q=$(copy_mbs "$Q"); k=$(copy_mbs "$K")
-row "warm seq read, nbdcopy (MB/s)" "$z" "$q" "$k" "vs qemu-nbd $(ratio "$z" "$q"), vs nbdkit $(ratio "$z" "$k")"
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 # One fio workload on the three servers, ROUNDS times in turn (z q k z q k
 # ...), so a burst of load elsewhere on the machine hits all three alike;
@@ -176,6 +174,12 @@ three() {
     z=$(median "${zs[@]}"); q=$(median "${qs[@]}"); k=$(median "${ks[@]}")
     row "$label" "$z" "$q" "$k" "vs qemu-nbd $(ratio "$z" "$q"), vs nbdkit $(ratio "$z" "$k")$note"
 }
+zs=(); qs=(); ks=()
+for _ in $(seq 1 "$ROUNDS"); do
+    zs+=("$(copy_mbs "$Z")"); qs+=("$(copy_mbs "$Q")"); ks+=("$(copy_mbs "$K")")
+done
+z=$(median "${zs[@]}"); q=$(median "${qs[@]}"); k=$(median "${ks[@]}")
+row "warm seq read, nbdcopy (MB/s)" "$z" "$q" "$k" "vs qemu-nbd $(ratio "$z" "$q"), vs nbdkit $(ratio "$z" "$k")"
 three "warm 1M seq read QD8 (MB/s)" "$mbs_read" " (target >=1.0 vs nbdkit)" --rw=read --bs=1M --iodepth=8
 three "warm 4k randread QD32 (IOPS)" "$iops_read" " (targets >=1.3, >=1.0)" --rw=randread --bs=4k --iodepth=32
 three "warm 4k randread QD1 (mean us)" "$lat_read" " (lower is better; target <=1.0 vs nbdkit)" --rw=randread --bs=4k --iodepth=1

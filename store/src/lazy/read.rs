@@ -41,18 +41,19 @@ fn read_ahead_for(inner: &Arc<Inner>, r: &Range<u64>) {
     }
 }
 
+/// Whether every chunk of `r` is in the data file (present or dirty).
+fn all_local(inner: &Inner, r: &Range<u64>) -> bool {
+    inner
+        .layout
+        .chunks_in(r.start, r.end - r.start)
+        .all(|i| matches!(inner.states.get(i), ChunkState::Present | ChunkState::Dirty))
+}
+
 /// The read served at once, without waiting, when every chunk of it is
 /// local and the page cache holds all its bytes; None otherwise (and
 /// then nothing happened: the caller goes through [`read`]).
 pub(crate) fn read_now(inner: &Arc<Inner>, off: u64, len: usize) -> Option<Vec<u8>> {
-    let r = clip(inner, off, len)?;
-    let local = inner
-        .layout
-        .chunks_in(r.start, r.end - r.start)
-        .all(|i| matches!(inner.states.get(i), ChunkState::Present | ChunkState::Dirty));
-    if !local {
-        return None;
-    }
+    let r = clip(inner, off, len).filter(|r| all_local(inner, r))?;
     let len = (r.end - r.start) as usize;
     let data = read_cached(inner, r.start, len).filter(|d| d.len() == len)?;
     read_ahead_for(inner, &r);
@@ -79,11 +80,7 @@ pub struct FileRange {
 /// wait for the disk); None otherwise (and then nothing happened).
 pub(crate) fn file_range_now(inner: &Arc<Inner>, off: u64, len: usize) -> Option<FileRange> {
     let r = clip(inner, off, len).filter(|r| r.end - r.start == len as u64)?;
-    let local = inner
-        .layout
-        .chunks_in(r.start, r.end - r.start)
-        .all(|i| matches!(inner.states.get(i), ChunkState::Present | ChunkState::Dirty));
-    if !local || !page_cached(&inner.data, r.start, len as u64) {
+    if !all_local(inner, &r) || !page_cached(&inner.data, r.start, len as u64) {
         return None;
     }
     read_ahead_for(inner, &r);
@@ -134,8 +131,9 @@ fn page_cached(file: &std::fs::File, off: u64, len: u64) -> bool {
         }
         return false;
     }
-    const PAGE: u64 = 4096;
-    let pages = (off + len).div_ceil(PAGE) - off / PAGE;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(512) as u64;
+    let pages = (off + len).div_ceil(page) - off / page;
     stat.nr_cache >= pages
 }
 
