@@ -113,19 +113,23 @@ pub fn wait_for<T>(
 
 /// A TCP port free right now on 127.0.0.1.
 ///
-/// Ports come from a counter below the kernel's ephemeral range (32768 and
-/// up), never from `bind(:0)`: an ephemeral port handed to one test's
-/// server could be handed to another test running in parallel too (the
-/// loser's server fails to bind while its test talks to the winner's), and
-/// a client socket could take it before the server binds it.
+/// Ports come from below the kernel's ephemeral range (32768 and up), never
+/// from `bind(:0)`: a client socket could take an ephemeral port before the
+/// server binds it. Each test process walks up from its own random start
+/// (tests run in parallel processes under nextest), skipping ports in use.
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    // Each test process starts at its own place in 20000..32000.
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20000 + (std::process::id() % 60) as u16 * 200;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    const LOW: u32 = 20000;
+    const SPAN: u32 = 12000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let start = (nanos ^ std::process::id().wrapping_mul(2654435761)) % SPAN;
+        let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    }
     loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 20000 + (base - 20000 + n) % 12000;
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }

@@ -175,9 +175,25 @@ pub fn unpack_cached(
     cache: &Path,
     check: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
-    let hash = file_hash(src)?;
-    let final_dir = cache.join(&hash);
-    if final_dir.join("CURRENT").is_file() {
+    unpack_once(src, cache, "", "CURRENT", |dir| extract_archive(src, dir), check)
+}
+
+/// Unpack `src` once into the directory `cache/<blake3 of src><suffix>`:
+/// `extract` fills a fresh temporary directory beside it, `check` validates
+/// that, and an atomic rename makes it visible; the directory counts as
+/// complete when it holds `marker`. Concurrent unpackers of one file all
+/// end up using the copy renamed into place first.
+pub fn unpack_once(
+    src: &Path,
+    cache: &Path,
+    suffix: &str,
+    marker: &str,
+    extract: impl FnOnce(&Path) -> Result<()>,
+    check: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let final_dir = cache.join(format!("{}{suffix}", file_hash(src)?));
+    let complete = || final_dir.join(marker).is_file();
+    if complete() {
         return Ok(final_dir);
     }
     std::fs::create_dir_all(cache)
@@ -186,13 +202,13 @@ pub fn unpack_cached(
         .prefix(".unpack-")
         .tempdir_in(cache)
         .map_err(|e| Error::io(format!("create temp dir in {}", cache.display()), e))?;
-    extract_archive(src, tmp.path())?;
+    extract(tmp.path())?;
     check(tmp.path())?;
     let tmp = tmp.keep();
     match std::fs::rename(&tmp, &final_dir) {
         Ok(()) => Ok(final_dir),
         // Another process unpacked the same file first: use its copy.
-        Err(_) if final_dir.join("CURRENT").is_file() => {
+        Err(_) if complete() => {
             let _ = std::fs::remove_dir_all(&tmp);
             Ok(final_dir)
         }

@@ -11,7 +11,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result, corrupt};
-use crate::native::archive::file_hash;
+use crate::native::archive::unpack_once;
 
 /// Name of the database inside the package.
 pub const DB_NAME: &str = "flistdb.sqlite3";
@@ -101,32 +101,15 @@ pub fn unpack_cached(
     cache: &Path,
     check: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
-    let final_dir = cache.join(format!("{}.0fs", file_hash(src)?));
-    let db = final_dir.join(DB_NAME);
-    if db.is_file() {
-        return Ok(db);
-    }
-    std::fs::create_dir_all(cache)
-        .map_err(|e| Error::io(format!("create flist cache {}", cache.display()), e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".unpack-")
-        .tempdir_in(cache)
-        .map_err(|e| Error::io(format!("create temp dir in {}", cache.display()), e))?;
-    extract_db(src, &tmp.path().join(DB_NAME))?;
-    check(&tmp.path().join(DB_NAME))?;
-    let tmp = tmp.keep();
-    match std::fs::rename(&tmp, &final_dir) {
-        Ok(()) => Ok(db),
-        // Another process unpacked the same package first: use its copy.
-        Err(_) if db.is_file() => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Ok(db)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(Error::io(format!("rename into {}", final_dir.display()), e))
-        }
-    }
+    let dir = unpack_once(
+        src,
+        cache,
+        ".0fs",
+        DB_NAME,
+        |dir| extract_db(src, &dir.join(DB_NAME)),
+        |dir| check(&dir.join(DB_NAME)),
+    )?;
+    Ok(dir.join(DB_NAME))
 }
 
 /// Write the package: `db` as `./flistdb.sqlite3` in a gzip-compressed tar
