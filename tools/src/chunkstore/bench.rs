@@ -20,7 +20,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures::StreamExt;
-use zosfs_store::chunk::encode;
+use zosfs_store::chunk::{EncodedChunk, decode, encode};
 use zosfs_store::engine::EngineChoice;
 use zosfs_store::local::LocalStore;
 use zosfs_store::{ChunkId, ChunkStore, OpenOptions};
@@ -99,6 +99,8 @@ struct DataSet {
     plain: Vec<Bytes>,
     blobs: Vec<(ChunkId, Bytes)>,
     encode_secs: f64,
+    /// Decoding every blob back (AES-GCM open, decompression, BLAKE3 check).
+    decode_secs: f64,
 }
 
 impl DataSet {
@@ -141,7 +143,7 @@ async fn local(a: &BenchArgs, dir: &Path) -> Result<()> {
         "== local store: 1 MiB chunks, {} in flight, fdatasync per put (group commit)",
         a.concurrency
     );
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = cpus();
     println!(
         "   {cpus} CPUs, load average {}; best of {} rounds per engine, engines alternating",
         load_average(),
@@ -153,12 +155,13 @@ async fn local(a: &BenchArgs, dir: &Path) -> Result<()> {
     {
         let set = make_set(kind, a.chunks, gen_fn).await?;
         println!(
-            "-- {kind}: {} chunks, {} plaintext -> {} blobs (ratio {:.2}); encode {:.0} MB/s on {cpus} CPUs",
+            "-- {kind}: {} chunks, {} plaintext -> {} blobs (ratio {:.2}); encode {:.0} MB/s, decode {:.0} MB/s on {cpus} CPUs",
             a.chunks,
             human(set.plain_bytes()),
             human(set.blob_bytes()),
             set.plain_bytes() as f64 / set.blob_bytes() as f64,
-            set.plain_bytes() as f64 / MIB / set.encode_secs
+            set.plain_bytes() as f64 / MIB / set.encode_secs,
+            set.plain_bytes() as f64 / MIB / set.decode_secs
         );
         let mut best = [Figures::default(); 2];
         for round in 0..a.rounds.max(1) {
@@ -202,19 +205,39 @@ async fn local(a: &BenchArgs, dir: &Path) -> Result<()> {
 async fn make_set(name: &'static str, n: usize, f: fn(u64) -> Vec<u8>) -> Result<DataSet> {
     let plain: Vec<Bytes> = (0..n as u64).map(|i| Bytes::from(f(i))).collect();
     let t = Instant::now();
-    let blobs = encode_all(&plain).await?;
-    Ok(DataSet { name, plain, blobs, encode_secs: t.elapsed().as_secs_f64() })
+    let encoded = encode_all(&plain).await?;
+    let encode_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    decode_all(&plain, &encoded).await?;
+    let decode_secs = t.elapsed().as_secs_f64();
+    let blobs = encoded.into_iter().map(|e| (e.chunk.id, e.blob)).collect();
+    Ok(DataSet { name, plain, blobs, encode_secs, decode_secs })
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// Encode on the blocking pool, one task per CPU's worth in flight.
-async fn encode_all(plain: &[Bytes]) -> Result<Vec<(ChunkId, Bytes)>> {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let out: Vec<Result<(ChunkId, Bytes)>> = futures::stream::iter(plain.iter().cloned())
-        .map(|p| async move {
-            let e = tokio::task::spawn_blocking(move || encode(&p)).await??;
-            Ok((e.chunk.id, e.blob))
+async fn encode_all(plain: &[Bytes]) -> Result<Vec<EncodedChunk>> {
+    let out: Vec<Result<EncodedChunk>> = futures::stream::iter(plain.iter().cloned())
+        .map(|p| async move { Ok(tokio::task::spawn_blocking(move || encode(&p)).await??) })
+        .buffered(cpus() * 2)
+        .collect()
+        .await;
+    out.into_iter().collect()
+}
+
+/// Decode every blob the same way and check it gives its plaintext back.
+async fn decode_all(plain: &[Bytes], encoded: &[EncodedChunk]) -> Result<()> {
+    let pairs = plain.iter().cloned().zip(encoded.iter().cloned());
+    let out: Vec<Result<()>> = futures::stream::iter(pairs)
+        .map(|(p, e)| async move {
+            let back = tokio::task::spawn_blocking(move || decode(&e.blob, &e.chunk.key)).await??;
+            anyhow::ensure!(back == p, "chunk {} decoded to other bytes", e.chunk.id);
+            Ok(())
         })
-        .buffered(cpus * 2)
+        .buffered(cpus() * 2)
         .collect()
         .await;
     out.into_iter().collect()
