@@ -80,7 +80,7 @@ pub fn execute_now(
         }
         let range = export.device.read_file_range(offset, length)?;
         export.counters.count(cmd, true);
-        export.counters.zero_copy_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        export.counters.zero_copy_read();
         // One stretch of data, so DF (don't fragment) holds either way.
         let header = if s.structured {
             reply::offset_data_header(cookie, offset, length, true)
@@ -91,7 +91,7 @@ pub fn execute_now(
     }
     let pieces = export.device.read_now(offset, length)?;
     export.counters.count(cmd, true);
-    Some(read_reply(s, cookie, offset, pieces, df).into_iter().map(Part::Mem).collect())
+    Some(Part::mem_all(read_reply(s, cookie, offset, pieces, df)))
 }
 
 /// The reply of a successful command, or its error.

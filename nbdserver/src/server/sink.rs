@@ -34,11 +34,10 @@ impl Part {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
 
-impl From<Bytes> for Part {
-    fn from(b: Bytes) -> Part {
-        Part::Mem(b)
+    /// A reply made of bytes only.
+    pub fn mem_all(parts: Vec<Bytes>) -> Vec<Part> {
+        parts.into_iter().map(Part::Mem).collect()
     }
 }
 
@@ -49,8 +48,9 @@ pub trait ReplySink: AsyncWrite + Unpin + Send + 'static {
         false
     }
 
-    /// Send the whole range straight from the page cache. Only called when
-    /// [`can_send_file`](Self::can_send_file) is true.
+    /// Send the whole range straight from the page cache. Sockets without
+    /// it answer Unsupported (the reader makes file parts only for sockets
+    /// that [`can_send_file`](Self::can_send_file)).
     fn send_file(&mut self, _r: &FileRange) -> impl Future<Output = io::Result<()>> + Send {
         async { Err(io::Error::from(io::ErrorKind::Unsupported)) }
     }

@@ -58,6 +58,11 @@ impl ExportCounters {
     pub fn error(&self) {
         add(&self.errors, 1);
     }
+
+    /// Count a READ answered by sendfile (also counted by `count`).
+    pub fn zero_copy_read(&self) {
+        add(&self.zero_copy_reads, 1);
+    }
 }
 
 /// One export's figures, gathered once for both renderings.

@@ -24,7 +24,6 @@ use super::sink::{Part, ReplySink};
 use crate::proto::consts::REQUEST_HEADER_LEN;
 use crate::proto::request::Rejection;
 use crate::proto::{Command, Session, Verdict, parse_request};
-use zosfs_store::lazy::FileRange;
 
 /// Budget unit: 4 KiB.
 const UNIT: u64 = 4096;
@@ -104,10 +103,6 @@ async fn write_loop<W: ReplySink>(wr: W, mut rx: mpsc::UnboundedReceiver<Frame>)
     w.shutdown().await
 }
 
-fn mem_parts(parts: Vec<Bytes>) -> Vec<Part> {
-    parts.into_iter().map(Part::Mem).collect()
-}
-
 fn frame_len(f: &Frame) -> usize {
     f.parts.iter().map(Part::len).sum()
 }
@@ -126,7 +121,7 @@ async fn write_batch<W: ReplySink>(
                 mem.clear();
                 // Whatever is buffered goes before the file's bytes.
                 w.flush().await?;
-                send_file(w.get_mut(), r).await?;
+                w.get_mut().send_file(r).await?;
             }
         }
     }
@@ -156,23 +151,6 @@ async fn write_mem<W: ReplySink>(
         io::IoSlice::advance_slices(&mut rest, n);
     }
     Ok(())
-}
-
-/// A file part: by `sendfile` where the socket allows it, else read here
-/// (the reader only makes file parts for sockets that allow it).
-async fn send_file<W: ReplySink>(w: &mut W, r: &FileRange) -> io::Result<()> {
-    if w.can_send_file() {
-        return w.send_file(r).await;
-    }
-    let r2 = r.clone();
-    let bytes = tokio::task::spawn_blocking(move || {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; r2.len];
-        r2.file.read_exact_at(&mut buf, r2.offset).map(|()| buf)
-    })
-    .await
-    .map_err(io::Error::other)??;
-    w.write_all(&bytes).await
 }
 
 /// Read and drop `n` payload bytes of a refused request.
@@ -246,7 +224,7 @@ where
                 if let Err(e) = skipped {
                     break End::Io(e);
                 }
-                let parts = mem_parts(error_reply(&session, header.cookie, error, &message));
+                let parts = Part::mem_all(error_reply(&session, header.cookie, error, &message));
                 let _ = tx.send(Frame { parts, _permit: None });
                 continue;
             }
@@ -280,7 +258,7 @@ where
         }
         let (tx, export, session) = (tx.clone(), export.clone(), session.clone());
         tasks.spawn(async move {
-            let parts = mem_parts(execute(&export, &session, cookie, cmd, payload).await);
+            let parts = Part::mem_all(execute(&export, &session, cookie, cmd, payload).await);
             let _ = tx.send(Frame { parts, _permit: Some(permit) });
         });
     };

@@ -97,7 +97,7 @@ fn page_cached(file: &std::fs::File, off: u64, len: u64) -> bool {
     const SYS_CACHESTAT: libc::c_long = 451;
     static MISSING: AtomicBool = AtomicBool::new(false);
     #[repr(C)]
-    struct Range {
+    struct CachestatRange {
         off: u64,
         len: u64,
     }
@@ -113,14 +113,14 @@ fn page_cached(file: &std::fs::File, off: u64, len: u64) -> bool {
     if len == 0 || MISSING.load(Ordering::Relaxed) {
         return false;
     }
-    let range = Range { off, len };
+    let range = CachestatRange { off, len };
     let mut stat = Stat::default();
     // SAFETY: both structs match the kernel's layouts and outlive the call.
     let rc = unsafe {
         libc::syscall(
             SYS_CACHESTAT,
             file.as_raw_fd(),
-            &range as *const Range,
+            &range as *const CachestatRange,
             &mut stat as *mut Stat,
             0u32,
         )
