@@ -160,25 +160,23 @@ stop "$KC_PID"
 
 # ---- Warm reads: all three from local state ----
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-# One fio workload on the three servers, ROUNDS times in turn (z q k z q k
-# ...), so a burst of load elsewhere on the machine hits all three alike;
-# each figure is the median of its rounds.
-three() {
-    local label=$1 what=$2 note=$3; shift 3
-    local zs=() qs=() ks=() z q k
+# `MEASURE URI ARGS...` on the three servers, ROUNDS times in turn (z q k
+# z q k ...), so a burst of load elsewhere on the machine hits all three
+# alike; sets z q k to the medians of their rounds.
+in_turn() {
+    local zs=() qs=() ks=()
     for _ in $(seq 1 "$ROUNDS"); do
-        zs+=("$(fio_nbd "$Z" "$what" "$@")")
-        qs+=("$(fio_nbd "$Q" "$what" "$@")")
-        ks+=("$(fio_nbd "$K" "$what" "$@")")
+        zs+=("$("$1" "$Z" "${@:2}")"); qs+=("$("$1" "$Q" "${@:2}")"); ks+=("$("$1" "$K" "${@:2}")")
     done
     z=$(median "${zs[@]}"); q=$(median "${qs[@]}"); k=$(median "${ks[@]}")
+}
+# One fio workload, in turn on the three servers.
+three() {
+    local label=$1 what=$2 note=$3; shift 3
+    in_turn fio_nbd "$what" "$@"
     row "$label" "$z" "$q" "$k" "vs qemu-nbd $(ratio "$z" "$q"), vs nbdkit $(ratio "$z" "$k")$note"
 }
-zs=(); qs=(); ks=()
-for _ in $(seq 1 "$ROUNDS"); do
-    zs+=("$(copy_mbs "$Z")"); qs+=("$(copy_mbs "$Q")"); ks+=("$(copy_mbs "$K")")
-done
-z=$(median "${zs[@]}"); q=$(median "${qs[@]}"); k=$(median "${ks[@]}")
+in_turn copy_mbs
 row "warm seq read, nbdcopy (MB/s)" "$z" "$q" "$k" "vs qemu-nbd $(ratio "$z" "$q"), vs nbdkit $(ratio "$z" "$k")"
 three "warm 1M seq read QD8 (MB/s)" "$mbs_read" " (target >=1.0 vs nbdkit)" --rw=read --bs=1M --iodepth=8
 three "warm 4k randread QD32 (IOPS)" "$iops_read" " (targets >=1.3, >=1.0)" --rw=randread --bs=4k --iodepth=32
@@ -201,13 +199,18 @@ D_PORT=$(free_port)
 start "$BIN/chunkstore" delay-proxy --listen "127.0.0.1:$D_PORT" --to "127.0.0.1:$ZDB_PORT" --delay-ms 20 2>/dev/null
 D_PID=${PIDS[-1]}
 wait_port "$D_PORT"
-Z_PORT=$(free_port)
-nbdserver "$Z_PORT" "$WORK/cold-cache" --store "zdb://127.0.0.1:$D_PORT/default" \
-    --export "vm=$WORK/img.flist:/disk.raw"
-Z_PID=${PIDS[-1]}
-start nbdkit -f -p "$K_PORT" -i 127.0.0.1 --exportname=vm --filter=cow --filter=delay file "$RAW" delay-read=20ms
-K_PID=${PIDS[-1]}
-wait_nbd "$Z_PORT"; wait_nbd "$K_PORT"
+# nbdserver with an empty cache (dir $1) behind the delay line, and nbdkit's
+# cow filter over a 20 ms delay filter; sets Z_PORT Z_PID K_PID.
+start_cold() {
+    Z_PORT=$(free_port)
+    nbdserver "$Z_PORT" "$WORK/$1" --store "zdb://127.0.0.1:$D_PORT/default" \
+        --export "vm=$WORK/img.flist:/disk.raw"
+    Z_PID=${PIDS[-1]}
+    start nbdkit -f -p "$K_PORT" -i 127.0.0.1 --exportname=vm --filter=cow --filter=delay file "$RAW" delay-read=20ms
+    K_PID=${PIDS[-1]}
+    wait_nbd "$Z_PORT"; wait_nbd "$K_PORT"
+}
+start_cold cold-cache
 z=$(copy_mbs "nbd://127.0.0.1:$Z_PORT/vm")
 k=$(copy_mbs "nbd://127.0.0.1:$K_PORT/vm")
 row "cold full read, 20ms/fetch (MB/s)" "$z" "-" "$k" "vs nbdkit cow+delay $(ratio "$z" "$k") (target >=3, and >=200 MB/s)"
@@ -216,13 +219,7 @@ stop "$Z_PID" "$K_PID"
 # time (fio QD1, sequential, the whole image once). Here only the server's
 # own read-ahead can overlap fetches; nbdcopy above keeps 64+ requests in
 # flight, so the peer's delay overlaps as well.
-Z_PORT=$(free_port)
-nbdserver "$Z_PORT" "$WORK/cold-cache-qd1" --store "zdb://127.0.0.1:$D_PORT/default" \
-    --export "vm=$WORK/img.flist:/disk.raw"
-Z_PID=${PIDS[-1]}
-start nbdkit -f -p "$K_PORT" -i 127.0.0.1 --exportname=vm --filter=cow --filter=delay file "$RAW" delay-read=20ms
-K_PID=${PIDS[-1]}
-wait_nbd "$Z_PORT"; wait_nbd "$K_PORT"
+start_cold cold-cache-qd1
 z=$(fio_once "nbd://127.0.0.1:$Z_PORT/vm" "$mbs_read" --rw=read --bs=1M --iodepth=1)
 k=$(fio_once "nbd://127.0.0.1:$K_PORT/vm" "$mbs_read" --rw=read --bs=1M --iodepth=1)
 row "cold seq read QD1 1M, 20ms (MB/s)" "$z" "-" "$k" "vs nbdkit cow+delay $(ratio "$z" "$k") (target >=3, and >=200 MB/s)"
