@@ -15,11 +15,13 @@
 
 pub mod backend;
 pub mod chunk;
+mod cursor;
 pub mod engine;
 pub mod error;
 pub mod lazy;
 pub mod local;
 pub mod malloc;
+pub mod node;
 pub mod remote;
 pub mod router;
 pub mod server;

@@ -2,9 +2,10 @@
 //! serves every mount that uses that cache.
 //!
 //! Why one process: the node cache keeps one LazyFile per distinct file
-//! content and the local chunk store, both owned exclusively by one
-//! process (they are flock'ed). Two mounts of the same flist share those
-//! files only if the same process serves both. So `fsmount FLIST MNT`
+//! content, owned exclusively by one process (flock'ed). Two mounts of the
+//! same flist share those files only if the same process serves both. (The
+//! node's chunk store, `local://`, is shared by every process on the node
+//! through its owner: zosfs_store::node.) So `fsmount FLIST MNT`
 //! first asks a running server (STATE/servers/<cache-id>.sock) to add the
 //! mount, and becomes the server itself only when none runs. The server
 //! exits when its last mount is unmounted.

@@ -29,7 +29,7 @@ pub struct StoreStats {
     pub puts: u64,
     pub evictions: u64,
     /// The I/O engine in use (local stores).
-    pub engine: Option<&'static str>,
+    pub engine: Option<String>,
     /// Byte budget when used as a cache.
     pub budget: Option<u64>,
 }
@@ -93,7 +93,7 @@ pub trait ChunkStore: Send + Sync + 'static {
 pub type DynStore = Arc<dyn ChunkStore>;
 
 /// When the local store makes puts durable.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SyncPolicy {
     /// A put returns only once its record is on disk (fdatasync; concurrent
     /// puts share one sync: group commit).
@@ -152,7 +152,8 @@ pub async fn open_backend(url: &StoreUrl, opts: &OpenOptions) -> Result<DynStore
     let name = url.redacted();
     let store: DynStore = match &url.backend {
         Backend::Dir { path } => Arc::new(dir::DirStore::open(path, name)?),
-        Backend::Local { path } => Arc::new(crate::local::LocalStore::open(path, opts)?),
+        // Shared with every other process on the node (crate::node).
+        Backend::Local { path } => Arc::new(crate::node::NodeStore::open(path, opts)?),
         Backend::Zdb { .. } | Backend::Redis { .. } => crate::remote::open(url, opts).await?,
     };
     Ok(store)

@@ -20,7 +20,7 @@ pub struct FsckOptions {
     pub verify_ids: bool,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct FsckReport {
     pub segments: u64,
     pub records: u64,

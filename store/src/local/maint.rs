@@ -25,7 +25,7 @@ use crate::chunk::ChunkId;
 use crate::error::{Error, ErrorKind, Result};
 
 /// What a gc pass did.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct GcReport {
     pub segments_compacted: u64,
     pub records_copied: u64,

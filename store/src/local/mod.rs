@@ -174,7 +174,7 @@ pub(crate) struct Inner {
 }
 
 /// Detailed figures for `chunkstore stat`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct LocalStats {
     pub chunks: u64,
     pub blob_bytes: u64,
@@ -190,7 +190,7 @@ pub struct LocalStats {
     pub evictions: u64,
     /// Segment fdatasyncs since open.
     pub syncs: u64,
-    pub engine: &'static str,
+    pub engine: String,
     pub budget: Option<u64>,
     pub sync: SyncPolicy,
 }
@@ -207,9 +207,25 @@ impl LocalStats {
 
 impl LocalStore {
     /// Open (creating if needed) the store in `path`. Fails if another
-    /// process (or handle) has it open.
+    /// process (or handle) has it open: share a store through
+    /// [`NodeStore`](crate::node::NodeStore) instead.
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Self> {
-        let inner = Arc::new(open::open(path, opts)?);
+        Self::try_open(path, opts)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "local://{}: store is in use by another process (or handle)",
+                    path.display()
+                ),
+            )
+        })
+    }
+
+    /// [`open`](Self::open), or `None` when another process (or handle)
+    /// holds the store's lock.
+    pub fn try_open(path: &Path, opts: &OpenOptions) -> Result<Option<Self>> {
+        let Some(inner) = open::open(path, opts)? else { return Ok(None) };
+        let inner = Arc::new(inner);
         let w = inner.clone();
         let writer = std::thread::Builder::new()
             .name("zosfs-local-writer".into())
@@ -222,7 +238,13 @@ impl LocalStore {
             .spawn(move || maint::run(m))
             .map_err(|e| Error::io(format!("{}: start maintenance thread", inner.name), e))?;
         store.maint = Some(maint);
-        Ok(store)
+        Ok(Some(store))
+    }
+
+    /// The options the store was opened with that clients see (sync policy,
+    /// budget).
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.inner.cfg.sync
     }
 
     pub fn path(&self) -> &Path {
@@ -318,7 +340,7 @@ impl Inner {
             puts: c.puts.load(Ordering::Relaxed),
             evictions: c.evictions.load(Ordering::Relaxed),
             syncs: c.syncs.load(Ordering::Relaxed),
-            engine: self.engine.name(),
+            engine: self.engine.name().to_string(),
             budget: self.cfg.budget,
             sync: self.cfg.sync,
         }
@@ -446,18 +468,7 @@ impl ChunkStore for LocalStore {
     }
 
     async fn stats(&self) -> Result<StoreStats> {
-        let s = self.inner.local_stats();
-        Ok(StoreStats {
-            chunks: s.chunks,
-            bytes: s.blob_bytes,
-            disk_bytes: Some(s.disk_bytes()),
-            gets: s.gets,
-            hits: s.hits,
-            puts: s.puts,
-            evictions: s.evictions,
-            engine: Some(s.engine),
-            budget: s.budget,
-        })
+        Ok(StoreStats::from(&self.inner.local_stats()))
     }
 
     async fn sync(&self) -> Result<()> {

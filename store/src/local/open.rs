@@ -19,14 +19,14 @@ use super::segment::{self, Item, Scanner};
 use super::{Config, Counters, Inner, MIN_BUDGET, Seg, State, maint, snapshot};
 use crate::backend::OpenOptions;
 use crate::engine::{IoEngine, shared_engine};
-use crate::error::{Error, ErrorKind, Result, invalid};
+use crate::error::{Error, Result, invalid};
 
 pub(crate) const SNAPSHOT: &str = "index";
 pub(crate) const SNAPSHOT_TMP: &str = "index.tmp";
 pub(crate) const QUARANTINE: &str = "quarantine";
 
 /// What opening found and did.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct OpenReport {
     /// The index came from a snapshot (else every segment was replayed).
     pub from_snapshot: bool,
@@ -45,7 +45,9 @@ pub struct OpenReport {
     pub elapsed: Duration,
 }
 
-pub(crate) fn open(path: &Path, opts: &OpenOptions) -> Result<Inner> {
+/// Open the store, or `None` when another process (or handle) holds its
+/// lock: the caller then uses the owner's socket (`crate::node`).
+pub(crate) fn open(path: &Path, opts: &OpenOptions) -> Result<Option<Inner>> {
     let t0 = Instant::now();
     let name = format!("local://{}", path.display());
     if let Some(b) = opts.cache_budget {
@@ -54,7 +56,7 @@ pub(crate) fn open(path: &Path, opts: &OpenOptions) -> Result<Inner> {
         }
     }
     std::fs::create_dir_all(path).map_err(|e| Error::io(format!("{name}: create"), e))?;
-    let lock = lock(path, &name)?;
+    let Some(lock) = lock(path, &name)? else { return Ok(None) };
     let engine = shared_engine(opts.engine)
         .map_err(|e| Error::io(format!("{name}: open I/O engine {:?}", opts.engine), e))?;
     let dir_file =
@@ -106,7 +108,7 @@ pub(crate) fn open(path: &Path, opts: &OpenOptions) -> Result<Inner> {
     if report.truncated_bytes > 0 || !report.quarantined.is_empty() || report.dangling_dropped > 0 {
         tracing::warn!("{name}: opened with repairs: {report:?}");
     }
-    Ok(Inner {
+    Ok(Some(Inner {
         name,
         dir: path.to_path_buf(),
         engine,
@@ -130,11 +132,12 @@ pub(crate) fn open(path: &Path, opts: &OpenOptions) -> Result<Inner> {
         open_report: Mutex::new(report),
         maint_signal: maint::Signal::default(),
         _lock: lock,
-    })
+    }))
 }
 
-/// flock the store so a second process (or handle) cannot open it.
-fn lock(path: &Path, name: &str) -> Result<File> {
+/// flock the store so a second process (or handle) cannot open it; `None`
+/// when someone else holds it.
+fn lock(path: &Path, name: &str) -> Result<Option<File>> {
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -145,14 +148,11 @@ fn lock(path: &Path, name: &str) -> Result<File> {
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(Error::new(
-                ErrorKind::Unavailable,
-                format!("{name}: store is in use by another process (or handle)"),
-            ));
+            return Ok(None);
         }
         return Err(Error::io(format!("{name}: lock"), e));
     }
-    Ok(f)
+    Ok(Some(f))
 }
 
 /// The snapshot, if present, sound and consistent with the segments; and

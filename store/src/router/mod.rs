@@ -204,6 +204,15 @@ impl Router {
         }
     }
 
+    /// What the queue in `dir` holds, per target, read without opening
+    /// it (`chunkstore stat`); empty when there is no queue.
+    pub fn pending_at(dir: &std::path::Path) -> Result<Vec<Pending>> {
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        Queue::look(dir).pending()
+    }
+
     /// Try every queued write once now (no backoff), reporting each.
     pub async fn drain_queue(
         &self,

@@ -5,7 +5,8 @@
 //! ```text
 //! <target key>/TARGET        the target's URL (redacted), for humans and listing
 //! <target key>/<hex id>      the blob still to be written to that target
-//! <target key>/.<hex>.tmp    a write in progress (removed at open)
+//! <target key>/.<hex>.<pid>.tmp  a write in progress by process <pid>
+//!                            (removed at open once <pid> is gone)
 //! ```
 //!
 //! `<target key>` is the first 16 hex digits of BLAKE3(URL). Every entry
@@ -37,7 +38,12 @@ pub struct Pending {
 pub(crate) struct Queue {
     dir: PathBuf,
     /// Serialises this process's changes so a push and a removal of the
-    /// same entry cannot interleave.
+    /// same entry cannot interleave. Several processes of a node share one
+    /// queue (every router on the node store): across them entries are
+    /// safe because each is written under a temporary name of its writer's
+    /// own and renamed into place, removals accept a missing entry, and an
+    /// entry is a whole blob (content-addressed), so a push and a removal
+    /// racing in two processes at worst replicate a chunk twice.
     lock: Mutex<()>,
 }
 
@@ -45,17 +51,23 @@ impl Queue {
     pub(crate) fn open(dir: &Path) -> Result<Queue> {
         let ctx = |what: &str| format!("replication queue {}: {what}", dir.display());
         fs::create_dir_all(dir).map_err(|e| Error::io(ctx("create"), e))?;
-        // Writes cut off by a crash were never acknowledged: drop them.
+        // Writes cut off by a crash were never acknowledged: drop them, but
+        // not those of live processes sharing the queue.
         for t in subdirs(dir).map_err(|e| Error::io(ctx("list"), e))? {
             for f in fs::read_dir(&t).map_err(|e| Error::io(ctx("list"), e))?.flatten() {
                 let name = f.file_name();
-                let name = name.to_string_lossy();
-                if name.starts_with('.') && name.ends_with(".tmp") {
+                if tmp_writer(&name.to_string_lossy()).is_some_and(|pid| !pid_alive(pid)) {
                     let _ = fs::remove_file(f.path());
                 }
             }
         }
         Ok(Queue { dir: dir.to_path_buf(), lock: Mutex::new(()) })
+    }
+
+    /// The queue in `dir` as it is, for reporting: nothing is cleaned up
+    /// (other processes may be writing to it).
+    pub(crate) fn look(dir: &Path) -> Queue {
+        Queue { dir: dir.to_path_buf(), lock: Mutex::new(()) }
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -167,6 +179,24 @@ impl Queue {
     }
 }
 
+/// The writer of a temporary entry: `Some(pid)` for `.<name>.<pid>.tmp`,
+/// `Some(0)` for the pid-less `.<name>.tmp` of earlier versions (whose
+/// writer is gone: a node runs one version at a time), `None` otherwise.
+fn tmp_writer(name: &str) -> Option<u32> {
+    let stem = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    match stem.rsplit_once('.') {
+        Some((_, pid)) => pid.parse().ok().or(Some(0)),
+        None => Some(0),
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks the process exists.
+    pid != 0
+        && (unsafe { libc::kill(pid as i32, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
 fn subdirs(p: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut v = Vec::new();
     for e in fs::read_dir(p)? {
@@ -180,7 +210,7 @@ fn subdirs(p: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// tmp file, fsync, rename, fsync the directory.
 fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut f = fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
@@ -206,9 +236,15 @@ mod tests {
         q.push("zdb://h:1/ns", &a, b"a").unwrap();
         q.push("zdb://h:1/ns", &a, b"a").unwrap();
         q.push("redis://h:2/0", &b, b"b").unwrap();
-        // A torn write from a crash is dropped at open.
+        // A torn write from a crash (pid-less as earlier versions named it,
+        // or of a dead pid) is dropped at open; a live writer's is kept.
         let tdir = q.target_dir("zdb://h:1/ns");
-        fs::write(tdir.join(format!(".{}.tmp", b.to_hex())), b"torn").unwrap();
+        let old = tdir.join(format!(".{}.tmp", b.to_hex()));
+        let dead = tdir.join(format!(".{}.{}.tmp", b.to_hex(), i32::MAX));
+        let live = tdir.join(format!(".{}.{}.tmp", a.to_hex(), std::process::id()));
+        for f in [&old, &dead, &live] {
+            fs::write(f, b"torn").unwrap();
+        }
         drop(q);
 
         let q = Queue::open(d.path()).unwrap();
@@ -221,6 +257,7 @@ mod tests {
         q.remove("zdb://h:1/ns", &a).unwrap();
         q.forget(&b).unwrap();
         assert_eq!(q.len().unwrap(), 0);
-        assert!(!tdir.join(format!(".{}.tmp", b.to_hex())).exists());
+        assert!(!old.exists() && !dead.exists());
+        assert!(live.exists(), "a live process's write in progress was removed");
     }
 }

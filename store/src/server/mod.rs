@@ -132,7 +132,15 @@ async fn open_values(cfg: &ServerConfig) -> Result<DynStore> {
     } else {
         SyncPolicy::Periodic(cfg.sync_interval)
     };
-    open_backend(&url, &OpenOptions { sync, ..OpenOptions::default() }).await
+    let opts = OpenOptions { sync, ..OpenOptions::default() };
+    match &url.backend {
+        // The server's values are its own, not a shared node store: opening
+        // drops values no key refers to, which only the sole user may do.
+        crate::url::Backend::Local { path } => {
+            Ok(Arc::new(crate::local::LocalStore::open(path, &opts)?) as DynStore)
+        }
+        _ => open_backend(&url, &opts).await,
+    }
 }
 
 fn bind_unix(path: &Path) -> Result<UnixListener> {

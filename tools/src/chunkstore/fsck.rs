@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use zosfs_store::engine::EngineChoice;
-use zosfs_store::local::{FsckOptions, LocalStore};
+use zosfs_store::local::FsckOptions;
+use zosfs_store::node::NodeStore;
 use zosfs_store::{OpenOptions, StoreUrl};
 
 use super::stat::local_path;
@@ -27,9 +28,10 @@ pub struct FsckArgs {
 pub async fn fsck(a: FsckArgs) -> Result<ExitCode> {
     let path = local_path(&a.store)?;
     let name = a.store.parse::<StoreUrl>()?.redacted();
-    let store = LocalStore::open(&path, &OpenOptions { engine: a.engine, ..Default::default() })?;
-    let open = store.open_report();
-    let r = store.fsck(&FsckOptions { verify_ids: a.verify_ids }).await?;
+    // Through the store's owner when another process serves it.
+    let store = NodeStore::open(&path, &OpenOptions { engine: a.engine, ..Default::default() })?;
+    let answer = store.fsck(&FsckOptions { verify_ids: a.verify_ids }).await?;
+    let (open, r) = (answer.open, answer.report);
     println!("{name}");
     println!("  segments          {}", r.segments);
     println!(

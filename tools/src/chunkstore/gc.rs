@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use zosfs_store::engine::EngineChoice;
-use zosfs_store::local::LocalStore;
+use zosfs_store::node::NodeStore;
 use zosfs_store::{OpenOptions, StoreUrl};
 
 use super::stat::{human, local_path};
@@ -23,7 +23,8 @@ pub struct GcArgs {
 pub async fn gc(a: GcArgs) -> Result<ExitCode> {
     let path = local_path(&a.store)?;
     let name = a.store.parse::<StoreUrl>()?.redacted();
-    let store = LocalStore::open(&path, &OpenOptions { engine: a.engine, ..Default::default() })?;
+    // Through the store's owner when another process serves it.
+    let store = NodeStore::open(&path, &OpenOptions { engine: a.engine, ..Default::default() })?;
     let t = std::time::Instant::now();
     let r = store.gc().await?;
     println!("{name}");

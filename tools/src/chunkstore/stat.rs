@@ -1,15 +1,16 @@
 //! `chunkstore stat`: counts, bytes, disk bytes, hit ratio, engine.
 //!
-//! A `local://` store is opened directly and reports its own figures
-//! (segments, dead bytes, index memory); other stores report what their
-//! backend knows.
+//! A `local://` store reports the figures of its owner, the process that
+//! serves it to the node (segments, dead bytes, index memory, and every
+//! process's gets and puts); other stores report what their backend knows.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use zosfs_store::engine::EngineChoice;
-use zosfs_store::local::{LocalStats, LocalStore};
+use zosfs_store::local::LocalStats;
+use zosfs_store::node::{NodeStore, Role};
 use zosfs_store::url::Backend;
 use zosfs_store::{OpenOptions, StoreStats, StoreUrl};
 
@@ -37,8 +38,10 @@ pub async fn stat(a: StatArgs) -> Result<ExitCode> {
         let url: StoreUrl = s.parse()?;
         if let Backend::Local { path } = &url.backend {
             let opts = OpenOptions { engine: a.engine, ..Default::default() };
-            let store = LocalStore::open(path, &opts)?;
-            print_local(&url.redacted(), &store.local_stats());
+            let store = NodeStore::open(path, &opts)?;
+            print_local(&url.redacted(), &store.local_stats().await?);
+            print_role(&store.role());
+            print_queue(&path.join("replication-queue"))?;
         } else {
             let store = zosfs_store::backend::open_backend(&url, &OpenOptions::default()).await?;
             print_generic(&url.redacted(), &store.stats().await?);
@@ -69,6 +72,33 @@ fn print_local(name: &str, s: &LocalStats) {
     println!("  engine          {}", s.engine);
 }
 
+/// The router's replication queue kept under this store: writes that a
+/// replica has not taken yet (a pack that said "queued").
+fn print_queue(dir: &std::path::Path) -> Result<()> {
+    let pending = zosfs_store::Router::pending_at(dir)?;
+    let n: usize = pending.iter().map(|p| p.ids.len()).sum();
+    if n == 0 {
+        println!("  queued          0");
+        return Ok(());
+    }
+    println!(
+        "  queued          {n} chunks not yet on their replicas (`chunkstore repair` pushes them now)"
+    );
+    for p in &pending {
+        println!("    {} chunks for {}", p.ids.len(), p.target);
+    }
+    Ok(())
+}
+
+fn print_role(r: &Role) {
+    match r {
+        Role::Owner => println!("  owner           this process (nobody else had the store open)"),
+        Role::Client { owner_pid, socket } => {
+            println!("  owner           pid {owner_pid} ({})", socket.display())
+        }
+    }
+}
+
 fn print_generic(name: &str, s: &StoreStats) {
     println!("{name}");
     println!("  chunks          {}", s.chunks);
@@ -84,7 +114,7 @@ fn print_generic(name: &str, s: &StoreStats) {
             s.gets
         );
     }
-    if let Some(e) = s.engine {
+    if let Some(e) = &s.engine {
         println!("  engine          {e}");
     }
 }

@@ -23,9 +23,10 @@ pub struct DeviceArgs {
     /// A read-only export, NAME=SPEC (repeatable).
     #[arg(long = "export-ro", value_name = "NAME=SPEC")]
     pub exports_ro: Vec<String>,
-    /// Chunk store URL (repeatable: replicas). Default: the routes recorded
-    /// in each image's flist.
-    #[arg(long = "store", value_name = "URL")]
+    /// Chunk store URL (repeatable or comma-separated, as fsmount takes
+    /// them: the node store first, then replicas). Default: the routes
+    /// recorded in each image's flist.
+    #[arg(long = "store", value_name = "URL", value_delimiter = ',')]
     pub stores: Vec<String>,
     /// Disk I/O engine: auto (io_uring if usable), uring, sync.
     #[arg(long, default_value = "auto")]

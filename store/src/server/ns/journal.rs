@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::chunk::ChunkId;
+use crate::cursor::Reader;
 use crate::error::{Error, Result, corrupt};
 
 /// Journal format version written in `Create`.
@@ -146,7 +147,7 @@ impl Record {
     }
 
     pub fn decode_payload(p: &[u8]) -> Option<Record> {
-        let mut r = Reader(p);
+        let mut r = Reader::new(p);
         let rec = match r.u8()? {
             TAG_CREATE => {
                 if r.take(8)? != MAGIC || r.u8()? != VERSION {
@@ -154,10 +155,10 @@ impl Record {
                 }
                 let uid = r.take(16)?.try_into().ok()?;
                 let order = r.u64()?;
-                Record::Create { uid, order, name: r.bytes()? }
+                Record::Create { uid, order, name: r.short_bytes()? }
             }
             TAG_SET => Record::Set {
-                key: r.bytes()?,
+                key: r.short_bytes()?,
                 pos: r.u64()?,
                 len: r.u32()?,
                 timestamp: r.u32()?,
@@ -168,9 +169,9 @@ impl Record {
                     _ => return None,
                 },
             },
-            TAG_DEL => Record::Del { key: r.bytes()? },
+            TAG_DEL => Record::Del { key: r.short_bytes()? },
             TAG_SETTING => Record::Setting(match r.u8()? {
-                1 => Setting::Password(r.bytes()?),
+                1 => Setting::Password(r.short_bytes()?),
                 2 => Setting::Public(r.u8()? != 0),
                 3 => Setting::Worm(r.u8()? != 0),
                 4 => Setting::MaxSize(r.u64()?),
@@ -180,33 +181,7 @@ impl Record {
             TAG_NEXT_ID => Record::NextId(r.u64()?),
             _ => return None,
         };
-        r.0.is_empty().then_some(rec)
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn bytes(&mut self) -> Option<Vec<u8>> {
-        let n = self.u8()? as usize;
-        Some(self.take(n)?.to_vec())
+        r.is_empty().then_some(rec)
     }
 }
 
