@@ -5,6 +5,8 @@
 //! * [`cli`] — the `fsmount` command line (one module per subcommand);
 //! * [`server`] — the process serving every mount of one node cache:
 //!   requests over a unix socket, signals, lost sessions;
+//! * [`registry`] — every mount and rw layer on the node, whatever its
+//!   state directory and cache, and what each serving process is doing;
 //! * [`lifecycle`] — one mount's life: set up and tear down (also after a
 //!   crash, from the [`state`] directory's records);
 //! * [`overlay`] — kernel overlayfs: FUSE lower + rw layer upper;
@@ -25,6 +27,7 @@ pub mod fuse;
 pub mod lifecycle;
 pub mod naming;
 pub mod overlay;
+pub mod registry;
 pub mod server;
 pub mod size;
 pub mod state;

@@ -15,8 +15,10 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::{bin, wait_for};
 
-/// A temp dir with a state directory; everything mounted or attached under
-/// it is torn down on drop.
+/// A temp dir with a state directory and its own node registry and run
+/// directory (ZOSFS_REGISTRY, ZOSFS_RUN_DIR: parallel tests never see each
+/// other's mounts); everything mounted, attached or started under it is
+/// torn down on drop.
 pub struct Env {
     pub dir: tempfile::TempDir,
 }
@@ -42,6 +44,37 @@ impl Env {
         self.path().join("cache")
     }
 
+    /// This env's node registry (ZOSFS_REGISTRY).
+    pub fn registry(&self) -> PathBuf {
+        self.path().join("registry")
+    }
+
+    /// This env's run directory (ZOSFS_RUN_DIR).
+    pub fn run_dir(&self) -> PathBuf {
+        self.path().join("run")
+    }
+
+    /// `fsmount ARGS` with nothing but this env's node directories: no
+    /// --state, no ZOSFS_STATE / ZOSFS_CACHE / ZOSFS_STORE, as a person
+    /// types it on a node.
+    pub fn fsmount_bare(&self, args: &[&OsStr]) -> Result<Output> {
+        Command::new(bin("fsmount"))
+            .args(args)
+            .env_remove("ZOSFS_STATE")
+            .env_remove("ZOSFS_CACHE")
+            .env_remove("ZOSFS_STORE")
+            .env("ZOSFS_REGISTRY", self.registry())
+            .env("ZOSFS_RUN_DIR", self.run_dir())
+            .stdin(Stdio::null())
+            .output()
+            .context("run fsmount")
+    }
+
+    /// Like [`Env::fsmount_bare`] but fails with its stderr unless it succeeded.
+    pub fn fsmount_bare_ok(&self, args: &[&OsStr]) -> Result<String> {
+        ok_stdout(args, self.fsmount_bare(args)?)
+    }
+
     /// A fresh directory under the env.
     pub fn mkdir(&self, name: &str) -> Result<PathBuf> {
         let p = self.path().join(name);
@@ -56,6 +89,9 @@ impl Env {
             .arg("--state")
             .arg(self.state())
             .env("ZOSFS_CACHE", self.cache())
+            .env_remove("ZOSFS_STORE")
+            .env("ZOSFS_REGISTRY", self.registry())
+            .env("ZOSFS_RUN_DIR", self.run_dir())
             .stdin(Stdio::null())
             .output()
             .context("run fsmount")?;
@@ -64,17 +100,7 @@ impl Env {
 
     /// Like [`Env::fsmount`] but fails with its stderr unless it succeeded.
     pub fn fsmount_ok(&self, args: &[&OsStr]) -> Result<String> {
-        let out = self.fsmount(args)?;
-        if !out.status.success() {
-            bail!(
-                "fsmount {:?} failed ({}): {}{}",
-                args,
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        ok_stdout(args, self.fsmount(args)?)
     }
 
     /// `fsmount -d SOURCE MOUNTPOINT EXTRA…`: returns once the mount is ready.
@@ -88,23 +114,9 @@ impl Env {
         self.fsmount_ok(&[OsStr::new("umount"), mnt.as_os_str()])
     }
 
-    /// Pid of the process serving `mnt` (from its default pid file).
+    /// Pid of the process serving `mnt` (from its mount record).
     pub fn daemon_pid(&self, mnt: &Path) -> Result<u32> {
-        let mounts = self.state().join("mounts");
-        for ent in std::fs::read_dir(&mounts)? {
-            let p = ent?.path();
-            if p.extension().is_some_and(|x| x == "toml") {
-                let text = std::fs::read_to_string(&p)?;
-                if text.contains(&format!("mountpoint = \"{}\"", mnt.display())) {
-                    let pid_line = text
-                        .lines()
-                        .find(|l| l.starts_with("pid = "))
-                        .context("record without pid")?;
-                    return Ok(pid_line.trim_start_matches("pid = ").trim().parse()?);
-                }
-            }
-        }
-        bail!("no record for {}", mnt.display())
+        record_pid(&self.state(), mnt)
     }
 
     /// Mounts under this env (mountinfo), deepest first.
@@ -146,8 +158,10 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        // 1. Ask fsmount to clean every recorded mount (kills its daemons).
-        if let Ok(rd) = std::fs::read_dir(self.state().join("mounts")) {
+        // 1. Ask fsmount to clean every mount recorded in the env's state
+        //    directory or its registry (kills its daemons).
+        for dir in [self.state().join("mounts"), self.registry().join("mounts")] {
+            let Ok(rd) = std::fs::read_dir(dir) else { continue };
             for e in rd.flatten() {
                 let p = e.path();
                 if p.extension().is_some_and(|x| x == "toml") {
@@ -166,15 +180,71 @@ impl Drop for Env {
                 }
             }
         }
-        // 2. Whatever is still mounted under the env: lazy unmount.
+        // 2. fsmount processes still running for the env (by pid).
+        for pid in fsmount_pids_under(self.path()) {
+            // SAFETY: kill(2) of a process found by its command line.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        // 3. Whatever is still mounted under the env: lazy unmount.
         for mp in self.mounts_under() {
             let _ = umount_lazy(&mp);
         }
-        // 3. Loop devices of images under the env.
+        // 4. Loop devices of images under the env.
         for dev in self.loops_under() {
             let _ = Command::new("losetup").arg("-d").arg(&dev).status();
         }
     }
+}
+
+/// Fail with the output unless the command succeeded; its stdout.
+fn ok_stdout(args: &[&OsStr], out: Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "fsmount {:?} failed ({}): {}{}",
+            args,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Pid of the process serving `mnt`, from its record in state directory
+/// `state`.
+pub fn record_pid(state: &Path, mnt: &Path) -> Result<u32> {
+    for ent in std::fs::read_dir(state.join("mounts"))? {
+        let p = ent?.path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let text = std::fs::read_to_string(&p)?;
+            if text.contains(&format!("mountpoint = \"{}\"", mnt.display())) {
+                let pid_line =
+                    text.lines().find(|l| l.starts_with("pid = ")).context("record without pid")?;
+                return Ok(pid_line.trim_start_matches("pid = ").trim().parse()?);
+            }
+        }
+    }
+    bail!("no record for {} in {}", mnt.display(), state.display())
+}
+
+/// Live fsmount processes whose command line names a path under `root`
+/// (every fsmount a test starts mounts under its env).
+pub fn fsmount_pids_under(root: &Path) -> Vec<u32> {
+    let root = root.as_os_str().as_bytes();
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let mut args = cmdline.split(|b| *b == 0);
+        let is_fsmount = args.next().is_some_and(|a0| a0.ends_with(b"fsmount"));
+        if is_fsmount && args.any(|a| a.starts_with(root)) && !process_gone(pid) {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 fn umount_lazy(p: &Path) -> std::io::Result<()> {

@@ -3,6 +3,7 @@
 //!
 //! This is the binary's side of the crate: it reports errors with anyhow.
 
+mod layers;
 mod list;
 mod mount;
 mod rm;
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 pub use mount::MountArgs;
 
+use crate::registry::{DEFAULT_REGISTRY_DIR, DEFAULT_RUN_DIR, Node};
 use crate::state::{DEFAULT_STATE_DIR, StateDir};
 
 /// Mount an flist lazily: the tree appears at once, file contents are
@@ -36,9 +38,58 @@ pub struct Cli {
     #[command(flatten)]
     pub mount: MountArgs,
 
-    /// State directory: mount records, volumes, control sockets.
-    #[arg(long, global = true, env = "ZOSFS_STATE", default_value = DEFAULT_STATE_DIR)]
-    pub state: PathBuf,
+    /// State directory: mount records, volumes [default: /var/lib/zosfs].
+    /// umount, list, stats, snapshot and rm also find mounts and rw layers
+    /// of other state directories through the node registry.
+    #[arg(long, global = true, value_name = "DIR", env = "ZOSFS_STATE")]
+    pub state: Option<PathBuf>,
+
+    /// Node registry: every mount and rw layer on this node (persistent).
+    #[arg(long, global = true, value_name = "DIR", env = "ZOSFS_REGISTRY", default_value = DEFAULT_REGISTRY_DIR)]
+    pub registry: PathBuf,
+
+    /// Runtime directory: control sockets and status of serving processes.
+    #[arg(long, global = true, value_name = "DIR", env = "ZOSFS_RUN_DIR", default_value = DEFAULT_RUN_DIR)]
+    pub run_dir: PathBuf,
+}
+
+/// Flags of a mount that management commands accept too, so a script can
+/// give every command the same flags. They are not needed: the mount is
+/// found through the node registry whatever its cache or stores.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MountFlags {
+    /// The node cache of the mount (accepted; not needed to find it).
+    #[arg(long, value_name = "DIR", env = "ZOSFS_CACHE")]
+    pub cache: Option<PathBuf>,
+    /// The chunk stores of the mount (accepted; not needed).
+    #[arg(long = "store", value_name = "URL", env = "ZOSFS_STORE", value_delimiter = ',')]
+    pub stores: Vec<String>,
+}
+
+/// Where a command looks: the node, and the state directory given.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub node: Node,
+    /// --state / ZOSFS_STATE, when given.
+    pub state: Option<PathBuf>,
+}
+
+impl Ctx {
+    /// The state directory given, or the default one.
+    pub fn state_root(&self) -> PathBuf {
+        self.state.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+    }
+
+    /// Open (creating) the state directory given, or the default one.
+    pub fn open_state(&self) -> Result<StateDir> {
+        Ok(StateDir::open(&self.state_root(), &self.node)?)
+    }
+
+    /// The state directory to look in first, if it exists (looking never
+    /// creates one).
+    pub fn hint_state(&self) -> Option<StateDir> {
+        StateDir::existing(&self.state_root(), &self.node)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,28 +119,25 @@ pub fn init_logging() {
         .try_init();
 }
 
-fn state(cli_state: &std::path::Path) -> Result<StateDir> {
-    Ok(StateDir::open(cli_state)?)
-}
-
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    let ctx = Ctx { node: Node::new(&cli.registry, &cli.run_dir), state: cli.state };
     match cli.cmd {
-        None => mount::run(cli.mount, &cli.state),
-        Some(Cmd::Mount(a)) => mount::run(a, &cli.state),
+        None => mount::run(cli.mount, &ctx),
+        Some(Cmd::Mount(a)) => mount::run(a, &ctx),
         Some(Cmd::Snapshot(a)) => {
             init_logging();
-            snapshot::run(a, &state(&cli.state)?)
+            snapshot::run(a, &ctx)
         }
-        Some(Cmd::List(a)) => list::run(a, &state(&cli.state)?),
+        Some(Cmd::List(a)) => list::run(a, &ctx),
         Some(Cmd::Umount(a)) => {
             init_logging();
-            umount::run(a, &state(&cli.state)?)
+            umount::run(a, &ctx)
         }
         Some(Cmd::Rm(a)) => {
             init_logging();
-            rm::run(a, &state(&cli.state)?)
+            rm::run(a, &ctx)
         }
-        Some(Cmd::Stats(a)) => stats::run(a, &state(&cli.state)?),
+        Some(Cmd::Stats(a)) => stats::run(a, &ctx),
     }
 }

@@ -3,18 +3,20 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::Ctx;
 use crate::daemon::{self, Readiness};
 use crate::fuse::FuseOptions;
 use crate::lifecycle::MountSpec;
 use crate::naming::path_id;
+use crate::registry::Phase;
 use crate::server::protocol::{Answer, Request};
 use crate::server::{Event, Server, ServerOptions, client};
 use crate::size::parse_size;
-use crate::state::StateDir;
+use crate::state::{StateDir, fsmount_alive};
 use crate::stats::http;
 use crate::volume::{DEFAULT_IMAGE_SIZE, VolumeSpec};
 
@@ -168,20 +170,43 @@ fn try_join(socket: &Path, spec: &MountSpec) -> Result<Option<String>> {
     }
 }
 
-pub fn run(a: MountArgs, state_root: &Path) -> Result<ExitCode> {
+/// A server of this state and cache that is exiting holds the cache and
+/// the local stores until it is gone: wait for it (bounded) before
+/// becoming the next server.
+fn wait_exiting_server(state: &StateDir, cache: &Path) {
+    let node = state.node();
+    let Some(st) = node.server_status(state.root(), cache) else { return };
+    if st.phase != Phase::Exiting || st.pid == std::process::id() {
+        return;
+    }
+    let deadline = Instant::now() + EXITING_SERVER_WAIT;
+    while fsmount_alive(st.pid) {
+        if Instant::now() > deadline {
+            eprintln!("fsmount: pid {} is still exiting; starting a new server anyway", st.pid);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How long a new mount waits for an exiting server of its cache.
+const EXITING_SERVER_WAIT: Duration = Duration::from_secs(30);
+
+pub fn run(a: MountArgs, ctx: &Ctx) -> Result<ExitCode> {
     // Validate everything that can be checked before detaching.
-    let state = StateDir::open(state_root)?;
+    let state = ctx.open_state()?;
     let spec = build_spec(&a, &state)?;
     let metrics = a.metrics.as_deref().map(http::parse_addr).transpose()?;
     std::fs::create_dir_all(&a.cache)
         .with_context(|| format!("create cache directory {}", a.cache.display()))?;
     let cache_dir = absolute(&a.cache)?;
-    let socket = client::socket_path(&state, &cache_dir);
+    let socket = state.node().server_socket(state.root(), &cache_dir);
 
     if let Some(what) = try_join(&socket, &spec)? {
         println!("fsmount: {what}");
         return Ok(ExitCode::SUCCESS);
     }
+    wait_exiting_server(&state, &cache_dir);
 
     // No server for this cache: this process becomes it.
     let id = path_id(&cache_dir);

@@ -1,12 +1,13 @@
-//! `fsmount stats MOUNTPOINT`: the counters of a mount, from its process.
+//! `fsmount stats MOUNTPOINT`: the counters of a mount, from its process
+//! (found whatever state directory and cache it was made with).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
+use super::{Ctx, MountFlags};
 use crate::server::client;
-use crate::state::StateDir;
 
 #[derive(clap::Args, Debug)]
 pub struct StatsArgs {
@@ -14,10 +15,12 @@ pub struct StatsArgs {
     /// Print Prometheus text instead of a table.
     #[arg(long)]
     pub prometheus: bool,
+    #[command(flatten)]
+    pub flags: MountFlags,
 }
 
-pub fn run(a: StatsArgs, state: &StateDir) -> Result<ExitCode> {
-    let rec = state.find(&a.mountpoint)?;
+pub fn run(a: StatsArgs, ctx: &Ctx) -> Result<ExitCode> {
+    let (_, rec) = ctx.node.find_mount(ctx.hint_state().as_ref(), &a.mountpoint)?;
     if !rec.alive() {
         bail!(
             "the fsmount process of {} (pid {}) is gone; run `fsmount umount {}`",

@@ -15,10 +15,11 @@ use crate::error::{Error, ErrorKind, Result, invalid};
 use crate::fuse::session::{FuseMount, mount_fuse};
 use crate::fuse::{FuseFs, FuseOptions};
 use crate::overlay::mount_overlay;
-use crate::state::{MountRecord, StateDir, now_secs};
+use crate::registry::MountEntry;
+use crate::state::{FORMAT_VERSION, MountRecord, StateDir, now_secs};
 use crate::stats::{Counters, Snapshot};
 use crate::tree::Tree;
-use crate::volume::{Volume, VolumeSpec, match_root_attrs};
+use crate::volume::{RwLayer, Volume, VolumeSpec, match_root_attrs};
 pub use teardown::teardown;
 
 /// What to mount (validated by the CLI; sent to a running server as is).
@@ -49,6 +50,8 @@ pub struct ServerFiles {
     pub control: PathBuf,
     pub pid_file: Option<PathBuf>,
     pub log_file: Option<PathBuf>,
+    /// Its node cache.
+    pub cache: Option<PathBuf>,
 }
 
 /// A set-up mount.
@@ -119,38 +122,26 @@ pub fn setup(
     let mountpoint = check_mountpoint(&spec.mountpoint)?;
     let lock = state.lock()?;
     clean_stale(state, &mountpoint)?;
-
-    // The rw layer (volume + subvolume) first: it is the likeliest to fail.
-    let layer = match &spec.rw {
-        Some(name) => {
-            let vol_spec =
-                spec.volume.as_ref().ok_or_else(|| invalid("an rw layer needs a volume"))?;
-            if let Some(r) = state.records()?.iter().find(|r| {
-                r.rw.as_deref() == Some(name)
-                    && r.volume.as_ref().is_some_and(|v| v.same_as(vol_spec))
-            }) {
-                return Err(Error::new(
-                    ErrorKind::Busy,
-                    format!("rw layer {name:?} is already mounted at {}", r.mountpoint.display()),
-                ));
-            }
-            let vol = Volume::acquire(vol_spec, state)?;
-            match vol.open_rw(name, !spec.read_only, spec.quota) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    let _ = teardown::release_volume_if_unused(state, vol_spec);
-                    return Err(e);
-                }
-            }
+    // Node-wide: no mount of another state directory there.
+    state.node().claim_mount(&MountEntry {
+        version: FORMAT_VERSION,
+        mountpoint: mountpoint.clone(),
+        state: state.root().to_path_buf(),
+        cache: files.cache.clone(),
+        pid: std::process::id(),
+        control: files.control.clone(),
+        registered: now_secs(),
+    })?;
+    let layer = open_layer(state, spec).inspect_err(|_| {
+        if let Err(r) = state.node().release_mount(&mountpoint, state.root()) {
+            tracing::error!("undo the registry entry of {}: {r}", mountpoint.display());
         }
-        None => None,
-    };
+    })?;
     let overlay = layer.is_some();
     let mdir = state.mount_dir(&mountpoint);
-    std::fs::create_dir_all(&mdir)
-        .map_err(|e| Error::io(format!("create {}", mdir.display()), e))?;
     let lower = if overlay { mdir.join("lower") } else { mountpoint.clone() };
     let record = MountRecord {
+        version: FORMAT_VERSION,
         mountpoint: mountpoint.clone(),
         sources: spec.sources.iter().map(|s| s.display().to_string()).collect(),
         rw: spec.rw.clone(),
@@ -162,16 +153,19 @@ pub fn setup(
         control: files.control.clone(),
         pid_file: files.pid_file.clone(),
         log_file: files.log_file.clone(),
+        cache: files.cache.clone(),
         started: now_secs(),
     };
     // From here on a failure tears down through the record.
-    state.write_record(&record)?;
     let undo = |e: Error| -> Error {
         if let Err(t) = teardown(state, &record, true) {
             tracing::error!("undo after failed setup: {t}");
         }
         e
     };
+    state.write_record(&record).map_err(undo)?;
+    std::fs::create_dir_all(&mdir)
+        .map_err(|e| undo(Error::io(format!("create {}", mdir.display()), e)))?;
 
     if overlay {
         std::fs::create_dir_all(&lower)
@@ -188,6 +182,42 @@ pub fn setup(
     drop(lock);
     let view = MountView { mountpoint, counters, passthrough: fuse.passthrough.clone() };
     Ok(Mounted { record, view, _fuse: fuse })
+}
+
+/// The rw layer (volume + subvolume), set up first: it is the likeliest
+/// to fail. Call with the state lock held.
+fn open_layer(state: &StateDir, spec: &MountSpec) -> Result<Option<RwLayer>> {
+    let layer = match &spec.rw {
+        Some(name) => {
+            let vol_spec =
+                spec.volume.as_ref().ok_or_else(|| invalid("an rw layer needs a volume"))?;
+            if let Some(r) = state.records()?.iter().find(|r| {
+                r.rw.as_deref() == Some(name)
+                    && r.volume.as_ref().is_some_and(|v| v.same_as(vol_spec))
+            }) {
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    format!("rw layer {name:?} is already mounted at {}", r.mountpoint.display()),
+                ));
+            }
+            let vol = Volume::acquire(vol_spec, state)?;
+            match vol.open_rw(name, !spec.read_only, spec.quota) {
+                Ok(l) => {
+                    // Where `fsmount rm NAME` / `snapshot NAME` find it.
+                    if let Err(e) = state.node().record_layer(name, state.root(), vol_spec) {
+                        tracing::warn!("cannot note rw layer {name} in the registry: {e}");
+                    }
+                    Some(l)
+                }
+                Err(e) => {
+                    let _ = teardown::release_volume_if_unused(state, vol_spec);
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    Ok(layer)
 }
 
 impl Mounted {

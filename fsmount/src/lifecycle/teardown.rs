@@ -36,8 +36,8 @@ fn unmount_kind(path: &Path, pred: impl Fn(&str) -> bool, lazy: bool) -> Result<
 
 /// Tear down what `rec` set up. Call with the state lock held.
 ///
-/// Order: overlay, then FUSE (the overlay pins it), then the record, then
-/// the volume when no other record uses it. A busy overlay stops the
+/// Order: overlay, then FUSE (the overlay pins it), then the record and
+/// its registry entry, then the volume when no other record uses it. A busy overlay stops the
 /// teardown before anything is undone, so the mount keeps working.
 pub fn teardown(state: &StateDir, rec: &MountRecord, lazy: bool) -> Result<()> {
     if rec.overlay {
@@ -48,7 +48,10 @@ pub fn teardown(state: &StateDir, rec: &MountRecord, lazy: bool) -> Result<()> {
         let _ = std::fs::remove_dir(&rec.lower);
     }
     state.remove_record(&rec.mountpoint)?;
-    let _ = std::fs::remove_dir(state.mount_dir(&rec.mountpoint).join("lower"));
+    state.node().release_mount(&rec.mountpoint, state.root())?;
+    let mdir = state.mount_dir(&rec.mountpoint);
+    let _ = std::fs::remove_dir(mdir.join("lower"));
+    let _ = std::fs::remove_dir(&mdir);
     if let Some(vol) = &rec.volume {
         release_volume_if_unused(state, vol)?;
     }

@@ -4,19 +4,12 @@
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::protocol::{Answer, Request};
 use crate::error::{Error, ErrorKind, Result};
-use crate::naming::path_id;
-use crate::state::StateDir;
 use crate::stats::Snapshot;
-
-/// The socket of the server owning `cache` under this state directory.
-pub fn socket_path(state: &StateDir, cache: &Path) -> PathBuf {
-    state.servers_dir().join(format!("{}.sock", path_id(cache)))
-}
 
 /// Send one request. Err(NotFound) when no server listens there.
 pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Answer> {
@@ -31,6 +24,14 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Answer> {
         }
         Err(e) => return Err(Error::io(format!("connect to {}", socket.display()), e)),
     };
+    // Talk only to a server of root or of our own uid.
+    let uid = crate::sys::peer_uid(&s).map_err(|e| Error::io("SO_PEERCRED", e))?;
+    if !crate::sys::peer_allowed(uid) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} is served by uid {uid}; refusing to use it", socket.display()),
+        ));
+    }
     let text = req.encode()?;
     s.set_read_timeout(Some(timeout)).map_err(|e| Error::io("socket timeout", e))?;
     s.write_all(text.as_bytes())

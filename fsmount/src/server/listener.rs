@@ -107,6 +107,15 @@ impl Drop for Listener {
 }
 
 fn serve(s: UnixStream, events: &Sender<Event>) -> std::io::Result<()> {
+    // The socket sits in a 0700 directory and is 0600; the peer's
+    // credentials are checked too, whatever the file modes became.
+    let uid = crate::sys::peer_uid(&s)?;
+    if !crate::sys::peer_allowed(uid) {
+        tracing::warn!("refused a request from uid {uid}");
+        let refusal =
+            Answer::Error(format!("permission denied: uid {uid} may not use this socket"));
+        return (&s).write_all(refusal.encode().as_bytes());
+    }
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut text = String::new();
     (&s).take(MAX_REQUEST).read_to_string(&mut text)?;

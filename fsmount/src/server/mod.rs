@@ -6,9 +6,11 @@
 //! same flist share those files only if the same process serves both. (The
 //! node's chunk store, `local://`, is shared by every process on the node
 //! through its owner: zosfs_store::node.) So `fsmount FLIST MNT`
-//! first asks a running server (STATE/servers/<cache-id>.sock) to add the
-//! mount, and becomes the server itself only when none runs. The server
-//! exits when its last mount is unmounted.
+//! first asks a running server (RUN/servers/<server-id>.sock, see
+//! [`registry`](crate::registry)) to add the mount, and becomes the server
+//! itself only when none runs. The server exits when its last mount is
+//! unmounted; its status file (RUN/servers/<server-id>.toml) says what it
+//! is doing meanwhile, so `fsmount list` can tell why it is still alive.
 //!
 //! Everything that changes mounts runs in [`Server::run`]'s loop, one event
 //! at a time: requests from the socket ([`listener`]), termination
@@ -31,7 +33,8 @@ use crate::cache::ContentCache;
 use crate::daemon::PidFile;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lifecycle::{self, MountSpec, MountView, Mounted, ServerFiles};
-use crate::state::StateDir;
+use crate::registry::{Phase, ServerStatus};
+use crate::state::{FORMAT_VERSION, StateDir, now_secs, read_toml, remove_file, write_toml};
 use crate::stats::{Counters, http, prometheus};
 use crate::tree::{self, Tree};
 use listener::Listener;
@@ -77,15 +80,71 @@ pub struct Server {
     /// File contents of every flist mount; owns the I/O runtime.
     cache: Arc<ContentCache>,
     _pid_file: Option<PidFile>,
+    /// Signals received (a second one detaches busy mounts).
+    signals: usize,
+    /// Last: removed only once everything else is released.
+    status: StatusFile,
+}
+
+/// Once the last mount is gone, the process exits within this time even if
+/// releasing something (a prefetch task, the I/O runtime) hangs: nothing
+/// is mounted by then, and every file it keeps is crash-safe.
+const EXIT_GRACE: Duration = Duration::from_secs(10);
+
+/// This process's status file in the run directory; removed on drop if it
+/// still names this process.
+struct StatusFile {
+    path: PathBuf,
+    status: ServerStatus,
+    written: bool,
+}
+
+impl StatusFile {
+    /// Write the status (only when it changed: `list` asks every server
+    /// for stats, which must not cost a file write each).
+    fn set(&mut self, phase: Phase, mounts: Vec<PathBuf>, why: String) {
+        let s = &self.status;
+        if self.written && s.phase == phase && s.mounts == mounts && s.why == why {
+            return;
+        }
+        self.written = true;
+        if phase != self.status.phase {
+            self.status.since = now_secs();
+        }
+        self.status.phase = phase;
+        self.status.mounts = mounts;
+        self.status.why = why;
+        if let Err(e) = write_toml(&self.path, &self.status, "server status") {
+            tracing::warn!("cannot write the server status: {e}");
+        }
+    }
+}
+
+impl Drop for StatusFile {
+    fn drop(&mut self) {
+        let ours = read_toml::<ServerStatus>(&self.path, "server status")
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.pid == self.status.pid);
+        if ours {
+            let _ = remove_file(&self.path);
+        }
+    }
+}
+
+fn mounts_word(n: usize) -> String {
+    if n == 1 { "1 mount".into() } else { format!("{n} mounts") }
 }
 
 impl Server {
     /// Become the server for this state directory and cache.
     /// Err(Busy) when one already answers on its socket.
     pub fn bind(state: &StateDir, opts: ServerOptions) -> Result<Server> {
-        let socket = client::socket_path(state, &opts.cache_dir);
+        let node = state.node();
+        node.prepare_run()?;
+        let socket = node.server_socket(state.root(), &opts.cache_dir);
         let (tx, events) = channel();
-        let listener = {
+        let (listener, mut status) = {
             let _lock = state.lock()?;
             if let Ok(Answer::Ok(_)) = client::call(&socket, &Request::Ping, Duration::from_secs(5))
             {
@@ -94,8 +153,26 @@ impl Server {
                     format!("an fsmount server already serves {}", socket.display()),
                 ));
             }
-            Listener::start(&socket, tx.clone())?
+            let listener = Listener::start(&socket, tx.clone())?;
+            let status = StatusFile {
+                path: node.server_status_path(state.root(), &opts.cache_dir),
+                status: ServerStatus {
+                    version: FORMAT_VERSION,
+                    pid: std::process::id(),
+                    state: state.root().to_path_buf(),
+                    cache: opts.cache_dir.clone(),
+                    socket: socket.clone(),
+                    started: now_secs(),
+                    phase: Phase::Starting,
+                    since: now_secs(),
+                    mounts: Vec::new(),
+                    why: String::new(),
+                },
+                written: false,
+            };
+            (listener, status)
         };
+        status.set(Phase::Starting, Vec::new(), "setting up its first mount".into());
         let views: Views = Arc::default();
         let metrics = match opts.metrics {
             Some(addr) => {
@@ -116,6 +193,7 @@ impl Server {
                 control: socket,
                 pid_file: opts.pid_file.clone(),
                 log_file: opts.log_file.clone(),
+                cache: Some(opts.cache_dir.clone()),
             },
             opts,
             mounts: BTreeMap::new(),
@@ -126,6 +204,8 @@ impl Server {
             metrics,
             cache,
             _pid_file: pid_file,
+            signals: 0,
+            status,
         })
     }
 
@@ -248,17 +328,35 @@ impl Server {
         }
     }
 
+    /// Say in the status file what this process serves, and why.
+    fn refresh_status(&mut self) {
+        let mps: Vec<PathBuf> = self.mounts.keys().cloned().collect();
+        let n = mps.len();
+        if n == 0 {
+            return;
+        }
+        if self.signals > 0 {
+            let why = format!(
+                "got a signal, but {} busy: serving until unmounted (`fsmount umount --lazy` detaches)",
+                if n == 1 { "1 mount is".to_string() } else { format!("{n} mounts are") }
+            );
+            self.status.set(Phase::Stopping, mps, why);
+        } else {
+            self.status.set(Phase::Serving, mps, format!("serving {}", mounts_word(n)));
+        }
+    }
+
     /// Serve until no mount is left.
     pub fn run(mut self) -> Result<()> {
-        let mut signals = 0;
+        self.refresh_status();
         while !self.mounts.is_empty() {
             let Ok(ev) = self.events.recv() else { break };
             match ev {
                 Event::Signal(sig) => {
-                    signals += 1;
+                    self.signals += 1;
                     tracing::info!("signal {sig}: unmounting everything");
                     // A second signal detaches what is still busy.
-                    self.stop_all(signals > 1);
+                    self.stop_all(self.signals > 1);
                 }
                 Event::Request { req, reply } => {
                     let a = self.handle(req);
@@ -277,14 +375,33 @@ impl Server {
                     }
                 }
             }
+            self.refresh_status();
         }
         self.finish();
+        // Dropping `self` releases the cache, the stores and the I/O
+        // runtime; bounded, so `fsmount umount` (which waits for this
+        // process) and the next server never wait for ever.
+        let spawned = std::thread::Builder::new().name("fsmount-exit".into()).spawn(|| {
+            std::thread::sleep(EXIT_GRACE);
+            tracing::warn!(
+                "still releasing resources {EXIT_GRACE:?} after the last unmount; exiting"
+            );
+            std::process::exit(0);
+        });
+        if spawned.is_err() {
+            tracing::warn!("cannot start the exit watchdog");
+        }
         Ok(())
     }
 
     /// No mount left: stop taking requests (new clients then start a new
     /// server), tell queued ones to retry, and let answers be written.
-    fn finish(&self) {
+    fn finish(&mut self) {
+        self.status.set(
+            Phase::Exiting,
+            Vec::new(),
+            "its last mount is gone: answering queued requests, then releasing the cache".into(),
+        );
         {
             // Under the lock: a new server binds the path under it too.
             let _lock = self.state.lock();

@@ -1,4 +1,4 @@
-//! The wire format of the server socket (STATE/servers/<id>.sock).
+//! The wire format of the server socket (RUN/servers/<server-id>.sock).
 //!
 //! One request per connection: the client writes a TOML document (an
 //! [`Request`], tagged by `op`) and shuts its write side; the server
@@ -10,7 +10,9 @@
 //! retry\n           the server is exiting: start a new one
 //! ```
 //!
-//! The socket is root-only (0600): every request is a privileged action.
+//! The socket is 0600 in a 0700 directory, and both ends check the other's
+//! uid (SO_PEERCRED: root or the same uid): every request is a privileged
+//! action.
 
 use std::path::PathBuf;
 
