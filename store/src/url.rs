@@ -1,4 +1,4 @@
-//! Store URLs (see ARCHITECTURE.md, "Stores and URLs").
+//! Store URLs (see docs/ARCHITECTURE.md, "Stores and URLs").
 //!
 //! ```text
 //! local:///var/lib/zosfs/chunks            node store (io_uring engine)

@@ -1,5 +1,5 @@
 //! 0-db wire specifics: the session setup and what each reply means, as
-//! recorded from a real 0-db v2.0.7 (`shared/fixtures/zdb/`).
+//! recorded from a real 0-db v2.0.7 (`tests/fixtures/zdb/`).
 //!
 //! * `SET k v` replies the key; nil means the stored value was already
 //!   byte-identical (nothing written) — both are success.
