@@ -275,6 +275,22 @@ impl LocalStore {
         self.inner.write_snapshot().await
     }
 
+    /// Where the record of `id` is, and a read-only handle on its segment,
+    /// for a reader in another process: it reads and checks the record
+    /// itself ([`check_record`]). Records never change and segments are
+    /// only ever deleted whole, so the location stays readable through that
+    /// handle for as long as it is open. Counted as a get (and a hit).
+    pub fn locate(&self, id: &ChunkId) -> Option<(Located, Arc<File>)> {
+        let inner = &self.inner;
+        inner.counters.gets.fetch_add(1, Ordering::Relaxed);
+        let st = inner.state.read();
+        let (loc, atime) = st.index.get(id)?;
+        let file = st.segs.get(&loc.pos.seg)?.file.clone();
+        atime.store(inner.tick(), Ordering::Relaxed);
+        inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+        Some((loc.into(), file))
+    }
+
     /// Ids of every live chunk (tests and tools).
     pub fn ids(&self) -> Vec<ChunkId> {
         let st = self.inner.state.read();
@@ -366,30 +382,55 @@ impl Inner {
 
     /// Read and check the record of `id` at `loc`.
     async fn read_record(&self, id: &ChunkId, loc: index::Loc, file: Arc<File>) -> Result<Bytes> {
-        let ctx = || {
-            format!("{}: chunk {id} (segment {}, offset {})", self.name, loc.pos.seg, loc.pos.off)
-        };
         let len = HEADER_LEN + loc.len as usize;
-        let buf = self
-            .engine
-            .read_at(file, u64::from(loc.pos.off), len)
-            .await
-            .map_err(|e| Error::io(format!("{}: read", ctx()), e))?;
-        if buf.len() < len {
-            return Err(corrupt(format!(
-                "{}: record cut short ({} of {len} bytes)",
-                ctx(),
-                buf.len()
-            )));
-        }
-        let h = Header::decode(&buf[..HEADER_LEN])
-            .map_err(|why| corrupt(format!("{}: {why}", ctx())))?;
-        if h.kind != Kind::Blob || h.id != *id || h.len != loc.len {
-            return Err(corrupt(format!("{}: the record there is not this chunk", ctx())));
-        }
-        let blob = Bytes::from(buf).slice(HEADER_LEN..);
-        h.check_payload(&blob).map_err(|why| corrupt(format!("{}: {why}", ctx())))?;
-        Ok(blob)
+        let buf = self.engine.read_at(file, u64::from(loc.pos.off), len).await.map_err(|e| {
+            Error::io(
+                format!(
+                    "{}: chunk {id} (segment {}, offset {}): read",
+                    self.name, loc.pos.seg, loc.pos.off
+                ),
+                e,
+            )
+        })?;
+        check_record(&self.name, id, loc.into(), buf)
+    }
+}
+
+/// Where a chunk's record is, for a reader in another process that has
+/// the segment open ([`LocalStore::locate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Located {
+    pub seg: u32,
+    pub off: u32,
+    /// Blob bytes (the record adds [`RECORD_HEADER`] before them).
+    pub len: u32,
+}
+
+/// Bytes of a record before its blob.
+pub const RECORD_HEADER: usize = HEADER_LEN;
+
+/// The blob of `id` from `buf`, the bytes read at `loc`, once the header
+/// (CRC, kind, id, length) and the payload CRC check out. Readers in other
+/// processes check with this too: the one definition of a sound record.
+pub fn check_record(name: &str, id: &ChunkId, at: Located, buf: Vec<u8>) -> Result<Bytes> {
+    let ctx = || format!("{name}: chunk {id} (segment {}, offset {})", at.seg, at.off);
+    let len = HEADER_LEN + at.len as usize;
+    if buf.len() < len {
+        return Err(corrupt(format!("{}: record cut short ({} of {len} bytes)", ctx(), buf.len())));
+    }
+    let h =
+        Header::decode(&buf[..HEADER_LEN]).map_err(|why| corrupt(format!("{}: {why}", ctx())))?;
+    if h.kind != Kind::Blob || h.id != *id || h.len != at.len {
+        return Err(corrupt(format!("{}: the record there is not this chunk", ctx())));
+    }
+    let blob = Bytes::from(buf).slice(HEADER_LEN..len);
+    h.check_payload(&blob).map_err(|why| corrupt(format!("{}: {why}", ctx())))?;
+    Ok(blob)
+}
+
+impl From<index::Loc> for Located {
+    fn from(l: index::Loc) -> Self {
+        Located { seg: l.pos.seg, off: l.pos.off, len: l.len }
     }
 }
 

@@ -41,5 +41,9 @@ pub(crate) async fn exec(store: &LocalStore, op: Op) -> Result<Reply> {
             Reply::Fsck(Box::new(a))
         }
         Op::Gc => Reply::Gc(store.gc().await?),
+        // Only over the socket: the server answers it with the segment's fd.
+        Op::Locate(_) => {
+            return Err(crate::error::invalid("LOCATE is answered by the socket server"));
+        }
     })
 }

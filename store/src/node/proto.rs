@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::{ChunkId, MAX_BLOB};
 use crate::cursor::Reader;
 use crate::error::{Error, ErrorKind};
-use crate::local::{FsckReport, GcReport, LocalStats, OpenReport};
+use crate::local::{FsckReport, GcReport, LocalStats, Located, OpenReport};
 
 pub const MAGIC: [u8; 8] = *b"ZOSFS-NS";
 /// The protocol this build speaks. A peer with another version is told so
@@ -79,6 +79,7 @@ const OP_LIST: u8 = 6;
 const OP_SYNC: u8 = 7;
 const OP_FSCK: u8 = 8;
 const OP_GC: u8 = 9;
+const OP_LOCATE: u8 = 10;
 
 /// One request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,6 +104,10 @@ pub enum Op {
         verify_ids: bool,
     },
     Gc,
+    /// Where the record of an id is, so the client reads it from the
+    /// segment itself; the owner attaches a read-only fd of the segment
+    /// the first time it names that segment on a connection.
+    Locate(ChunkId),
 }
 
 impl Op {
@@ -117,6 +122,7 @@ impl Op {
             Op::Sync => OP_SYNC,
             Op::Fsck { .. } => OP_FSCK,
             Op::Gc => OP_GC,
+            Op::Locate(_) => OP_LOCATE,
         }
     }
 
@@ -126,7 +132,7 @@ impl Op {
         let mut b = vec![self.code()];
         let mut tail = None;
         match self {
-            Op::Get(id) | Op::Delete(id) => b.extend_from_slice(id.as_bytes()),
+            Op::Get(id) | Op::Delete(id) | Op::Locate(id) => b.extend_from_slice(id.as_bytes()),
             Op::Put { id, durable, blob } => {
                 b.extend_from_slice(id.as_bytes());
                 b.push(u8::from(*durable));
@@ -155,6 +161,7 @@ impl Op {
         let out = match op {
             OP_GET => Op::Get(id(&mut r)?),
             OP_DELETE => Op::Delete(id(&mut r)?),
+            OP_LOCATE => Op::Locate(id(&mut r)?),
             OP_PUT => {
                 let id = id(&mut r)?;
                 let durable = flag(&mut r)?;
@@ -213,9 +220,14 @@ pub enum Reply {
     Bools(Vec<bool>),
     Bool(bool),
     Stats(Box<LocalStats>),
-    Ids { ids: Vec<ChunkId>, more: bool },
+    Ids {
+        ids: Vec<ChunkId>,
+        more: bool,
+    },
     Fsck(Box<FsckAnswer>),
     Gc(GcReport),
+    /// The record's place, and whether an fd of its segment came along.
+    Located(Option<(Located, bool)>),
 }
 
 /// Error kinds on the wire (stable numbers, not the enum's order).
@@ -285,6 +297,14 @@ pub fn encode_reply(res: &Result<Reply, Error>) -> (Vec<u8>, Option<Bytes>) {
             b.push(u8::from(*more));
             ids.iter().for_each(|id| b.extend_from_slice(id.as_bytes()));
         }
+        Reply::Located(None) => b.push(0),
+        Reply::Located(Some((at, fd))) => {
+            b.push(1);
+            for v in [at.seg, at.off, at.len] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.push(u8::from(*fd));
+        }
     }
     (b, tail)
 }
@@ -341,6 +361,19 @@ pub fn decode_reply(op: &Op, body: Bytes) -> Result<Result<Reply, Error>, String
                 more,
             }
         }
+        Op::Locate(_) => match r.u8() {
+            Some(0) if r.is_empty() => Reply::Located(None),
+            Some(1) => {
+                let mut u32s = || r.u32().ok_or_else(|| bad("short location"));
+                let at = Located { seg: u32s()?, off: u32s()?, len: u32s()? };
+                let fd = flag(&mut r).map_err(|w| bad(&w))?;
+                if !r.is_empty() || at.len as usize > MAX_BLOB {
+                    return Err(bad("bad location"));
+                }
+                Reply::Located(Some((at, fd)))
+            }
+            _ => return Err(bad("no presence byte")),
+        },
         Op::Put { .. } | Op::Sync => return Err(bad("stray bytes")),
     };
     Ok(Ok(reply))

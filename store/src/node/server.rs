@@ -11,7 +11,7 @@
 //! on the store first, so once `stop` returns nobody else uses it and the
 //! caller may close it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use super::exec::exec;
 use super::frame;
 use super::locate::{OWNER_FILE, OwnerRecord};
-use super::proto::{HELLO_LEN, Hello, MAX_REQUEST, Op, VERSION, encode_reply};
+use super::proto::{HELLO_LEN, Hello, MAX_REQUEST, Op, Reply, VERSION, encode_reply};
 use crate::error::{Error, ErrorKind, Result};
 use crate::local::LocalStore;
 
@@ -188,6 +188,32 @@ fn spawn_conn(stream: UnixStream, conns: &Arc<Conns>, store: &Arc<LocalStore>) {
     }
 }
 
+/// LOCATE: the record's place, with a read-only fd of its segment the
+/// first time this connection hears of that segment. The fd is a fresh
+/// read-only open of the owner's segment (through /proc/self/fd, so it
+/// works for a segment already unlinked by compaction): a client can read
+/// records, never write them.
+fn locate(
+    s: &mut UnixStream,
+    store: &LocalStore,
+    id: &crate::chunk::ChunkId,
+    sent: &mut HashSet<u32>,
+) -> std::io::Result<()> {
+    let Some((at, file)) = store.locate(id) else {
+        let (head, _) = encode_reply(&Ok(Reply::Located(None)));
+        return frame::write(s, &head, None);
+    };
+    if !sent.contains(&at.seg) {
+        if let Ok(ro) = std::fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+            let (head, _) = encode_reply(&Ok(Reply::Located(Some((at, true)))));
+            sent.insert(at.seg);
+            return frame::write_with_fd(s, &head, std::os::fd::AsFd::as_fd(&ro));
+        }
+    }
+    let (head, _) = encode_reply(&Ok(Reply::Located(Some((at, false)))));
+    frame::write(s, &head, None)
+}
+
 /// One client: hello, then requests until it hangs up.
 fn serve(mut s: UnixStream, store: &LocalStore) -> std::io::Result<()> {
     s.set_read_timeout(Some(HELLO_TIMEOUT))?;
@@ -202,6 +228,8 @@ fn serve(mut s: UnixStream, store: &LocalStore) -> std::io::Result<()> {
         Err(e) => return Err(std::io::Error::other(e)),
     }
     s.set_read_timeout(None)?;
+    // Segments whose fd this connection has already been given.
+    let mut sent = HashSet::new();
     loop {
         let body = match frame::read(&mut s, MAX_REQUEST) {
             Ok(b) => b,
@@ -209,6 +237,10 @@ fn serve(mut s: UnixStream, store: &LocalStore) -> std::io::Result<()> {
             Err(e) => return Err(e),
         };
         let (res, fatal) = match Op::decode(body) {
+            Ok(Op::Locate(id)) => {
+                locate(&mut s, store, &id, &mut sent)?;
+                continue;
+            }
             Ok(op) => (futures::executor::block_on(exec(store, op)), false),
             Err(why) => (Err(Error::new(ErrorKind::Protocol, format!("bad request: {why}"))), true),
         };

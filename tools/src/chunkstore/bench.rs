@@ -10,7 +10,10 @@
 //!   (in `bench_lazy`);
 //! * `replicated`: puts of 1 MiB chunks through the router to a local
 //!   `chunkstore serve`, against redis-server SET of the same payloads
-//!   with the same concurrency (in `bench_replicated`).
+//!   with the same concurrency (in `bench_replicated`);
+//! * `shared`: a process that does not own the node store reading it
+//!   through the owner's socket, against the owner reading it (in
+//!   `bench_shared`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,6 +38,8 @@ pub enum Part {
     Lazy,
     /// Router puts to chunkstore serve vs redis-server SET.
     Replicated,
+    /// Node store read by a client process vs by its owner.
+    Shared,
 }
 
 #[derive(clap::Args, Debug)]
@@ -66,11 +71,13 @@ pub struct BenchArgs {
     pub lazy: super::bench_lazy::LazyBenchArgs,
     #[command(flatten)]
     pub replicated: super::bench_replicated::ReplicatedArgs,
+    #[command(flatten)]
+    pub shared: super::bench_shared::SharedArgs,
 }
 
 pub async fn bench(a: BenchArgs) -> Result<ExitCode> {
     let parts = if a.only.is_empty() {
-        vec![Part::Local, Part::Lazy, Part::Replicated]
+        vec![Part::Local, Part::Lazy, Part::Replicated, Part::Shared]
     } else {
         a.only.clone()
     };
@@ -84,12 +91,15 @@ pub async fn bench(a: BenchArgs) -> Result<ExitCode> {
             Part::Local => local(&a, tmp.path()).await?,
             Part::Lazy => super::bench_lazy::run(&a.lazy, tmp.path()).await?,
             Part::Replicated => super::bench_replicated::run(&a.replicated).await?,
+            Part::Shared => {
+                super::bench_shared::run(&a.shared, a.concurrency, a.rounds, tmp.path()).await?
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-const MIB: f64 = 1024.0 * 1024.0;
+pub(super) const MIB: f64 = 1024.0 * 1024.0;
 const ENGINES: [(EngineChoice, &str); 2] =
     [(EngineChoice::Uring, "io_uring"), (EngineChoice::Sync, "pread/pwrite")];
 
@@ -396,7 +406,7 @@ async fn open_time(a: &BenchArgs, dir: &Path) -> Result<()> {
 }
 
 /// xorshift64* stream: fast, incompressible.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+pub(super) fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_lazy;
 mod bench_replicated;
+mod bench_shared;
 mod delay_proxy;
 mod fsck;
 mod gc;
@@ -103,6 +104,10 @@ pub enum Cmd {
     Bench(bench::BenchArgs),
     /// A TCP proxy adding a fixed delay to every request (benchmarks).
     DelayProxy(delay_proxy::DelayProxyArgs),
+    /// Read every chunk of a store and print `bytes seconds role` (the
+    /// client side of `bench --only shared`).
+    #[command(hide = true)]
+    ReadAll(bench_shared::ReadAllArgs),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -124,6 +129,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Cmd::Gc(a) => gc::gc(a).await,
             Cmd::Bench(a) => bench::bench(a).await,
             Cmd::DelayProxy(a) => delay_proxy::run(a).await,
+            Cmd::ReadAll(a) => bench_shared::read_all_cmd(a).await,
         }
     })
 }
