@@ -4,11 +4,14 @@
 #  1. a 0-db hub (`chunkstore serve`) stands in for the remote image store;
 #  2. `flist pack` packs a sample tree and a sample VM disk into the node's
 #     default store (local:///var/lib/zosfs/chunks) replicated to the hub;
-#  3. `fsmount` mounts the tree from the hub alone (cache and btrfs rw layer
-#     under a temp dir) and a few commands read from it;
-#  4. `nbdserver` serves the disk from the hub; nbdfuse + a loop device let
-#     the kernel mount its ext4 and read one file;
-#  5. both report what they fetched against the image size.
+#  3. `fsmount` mounts the tree (cache and btrfs rw layer under a temp dir)
+#     and a few commands read from it;
+#  4. while it stays mounted, `nbdserver` serves the disk; nbdfuse + a loop
+#     device let the kernel mount its ext4 and read one file;
+#     both views read through ONE node store (a fresh local:// store under
+#     the temp dir, shared by both processes) replicated to the hub;
+#  5. both report what they fetched against the image size, and what the
+#     hub sent to each.
 #
 # Everything but the default store lives in a temp dir removed at exit;
 # ZOSFS_DEMO_STORE=DIR puts the "default" store elsewhere, ZOSFS_DEMO_KEEP=1
@@ -99,9 +102,17 @@ flist pack --no-progress -o "$WORK/vm.flist" --store "local://$DEFAULT_STORE" --
 flist inspect "$WORK/tree.flist"
 echo "flist files: tree $(stat -c %s "$WORK/tree.flist") B, vm $(stat -c %s "$WORK/vm.flist") B"
 
-step "fsmount: the tree, fetched lazily from the hub only"
+# What the hub has sent so far (its INFO network_tx_bytes).
+hub_tx() { redis-cli -p "$HUB_PORT" INFO | tr -d '\r' | awk -F': ' '$1 == "network_tx_bytes" { print $2 }'; }
+
+# The node store both views share: empty, so what they read comes from the
+# hub once and stays on the node.
+NODE=local://$WORK/node-store
+
+step "fsmount: the tree, fetched lazily through the node store from the hub"
 mkdir -p "$MNT"
-fsmount "$WORK/tree.flist" "$MNT" --store "$HUB" --rw demo --volume-size 1G -d
+TX0=$(hub_tx)
+fsmount "$WORK/tree.flist" "$MNT" --store "$NODE" --store "$HUB" --rw demo --volume-size 1G -d
 echo "\$ ls $MNT"; ls "$MNT"
 echo "\$ cat $MNT/hello.txt"; cat "$MNT/hello.txt"
 echo "\$ $MNT/bin/ls --version | head -1"; "$MNT/bin/ls" --version | head -1
@@ -109,10 +120,11 @@ echo "\$ head -c 4096 big.bin | wc -c"; head -c 4096 "$MNT/big.bin" | wc -c
 echo "\$ echo written > $MNT/new.txt (goes to the btrfs rw layer)"; echo written >"$MNT/new.txt"
 fsmount stats "$MNT"
 TREE_BYTES=$(du -sb "$TREE" | cut -f1)
+TX1=$(hub_tx)
 
-step "nbdserver: the VM disk, fetched lazily from the hub only"
+step "nbdserver (fsmount still mounted): the VM disk, through the same node store"
 NBD_PORT=$(free_port)
-nbdserver --listen "127.0.0.1:$NBD_PORT" --cache-dir "$WORK/nbdcache" --store "$HUB" \
+nbdserver --listen "127.0.0.1:$NBD_PORT" --cache-dir "$WORK/nbdcache" --store "$NODE" --store "$HUB" \
     --export "vm=$WORK/vm.flist:/disk.raw" 2>"$WORK/nbdserver.log" &
 PIDS+=($!)
 wait_port "$NBD_PORT" "$!" nbdserver
@@ -127,11 +139,16 @@ echo "\$ cat /hello.txt (in the VM disk)"; cat "$VMROOT/hello.txt"
 umount "$VMROOT"
 fusermount3 -u "$NBDFUSE"
 nbdserver stats --cache-dir "$WORK/nbdcache"
+TX2=$(hub_tx)
+
+step "the node store both views share"
+chunkstore stat --store "$NODE"
 
 step "what was fetched"
 fsmount stats "$MNT" | awk -v total="$TREE_BYTES" '
     /^bytes fetched/ { b=$3 } END { if (b != "") printf "fsmount:   %s bytes fetched of a %d-byte tree (%.2f %%)\n", b, total, 100*b/total }'
 nbdserver stats --cache-dir "$WORK/nbdcache" | awk -v total=$((256 << 20)) '
     $1 == "fetched_bytes_total" { b=$2 } END { if (b != "") printf "nbdserver: %s bytes fetched of a %d-byte disk (%.2f %%)\n", b, total, 100*b/total }'
+echo "hub sent:  $((TX1 - TX0)) bytes to fsmount, $((TX2 - TX1)) bytes to nbdserver (each chunk once per node)"
 echo
 echo "demo: done (default store: local://$DEFAULT_STORE)"
