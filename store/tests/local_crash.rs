@@ -5,6 +5,8 @@
 //! The child is this same test binary, re-run with an environment variable
 //! that turns the test into the writer.
 
+mod blobs;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -22,17 +24,7 @@ const TEST_NAME: &str = "kill9_during_concurrent_puts_loses_nothing_acknowledged
 fn blob_for(seed: u64) -> Bytes {
     // 1 KiB .. ~300 KiB, incompressible.
     let len = 1024 + (seed.wrapping_mul(2_654_435_761) % (300 << 10)) as usize;
-    let mut out = Vec::with_capacity(len + 32);
-    let mut ctr = 0u64;
-    while out.len() < len {
-        let mut h = blake3::Hasher::new();
-        h.update(&seed.to_le_bytes());
-        h.update(&ctr.to_le_bytes());
-        out.extend_from_slice(h.finalize().as_bytes());
-        ctr += 1;
-    }
-    out.truncate(len);
-    Bytes::from(out)
+    Bytes::from(blobs::random_bytes(seed, len))
 }
 
 fn store_opts() -> OpenOptions {

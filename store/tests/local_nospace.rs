@@ -2,14 +2,16 @@
 //! damaged, and the store reopens clean. Uses a small tmpfs mounted in a
 //! temp dir (root only; this machine runs tests as root).
 
+mod blobs;
+use blobs::blob;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use zosfs_store::engine::EngineChoice;
 use zosfs_store::local::{FsckOptions, LocalStore};
-use zosfs_store::{ChunkId, ChunkStore, ErrorKind, OpenOptions};
+use zosfs_store::{ChunkStore, ErrorKind, OpenOptions};
 
 /// A tmpfs of `size` mounted on a temp dir, unmounted on drop.
 struct Tmpfs {
@@ -37,20 +39,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.dir.path()).status();
     }
-}
-
-fn blob(seed: u64, len: usize) -> (ChunkId, Bytes) {
-    let mut out = Vec::with_capacity(len + 32);
-    let mut ctr = 0u64;
-    while out.len() < len {
-        let mut h = blake3::Hasher::new();
-        h.update(&seed.to_le_bytes());
-        h.update(&ctr.to_le_bytes());
-        out.extend_from_slice(h.finalize().as_bytes());
-        ctr += 1;
-    }
-    out.truncate(len);
-    (ChunkId::of_blob(&out), Bytes::from(out))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,9 @@
 //! The local chunk store on real files, with both I/O engines (the machine
 //! has io_uring: failing to open it is a failure here).
 
+mod blobs;
+use blobs::blob;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,27 +16,6 @@ const ENGINES: [EngineChoice; 2] = [EngineChoice::Uring, EngineChoice::Sync];
 
 fn opts(engine: EngineChoice) -> OpenOptions {
     OpenOptions { engine, ..Default::default() }
-}
-
-/// Deterministic incompressible bytes for `seed`.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 32);
-    let mut ctr = 0u64;
-    while out.len() < len {
-        let mut h = blake3::Hasher::new();
-        h.update(&seed.to_le_bytes());
-        h.update(&ctr.to_le_bytes());
-        out.extend_from_slice(h.finalize().as_bytes());
-        ctr += 1;
-    }
-    out.truncate(len);
-    out
-}
-
-/// A content-addressed blob (id = BLAKE3(blob)).
-fn blob(seed: u64, len: usize) -> (ChunkId, Bytes) {
-    let b = random_bytes(seed, len);
-    (ChunkId::of_blob(&b), Bytes::from(b))
 }
 
 async fn put_all(store: &Arc<LocalStore>, blobs: &[(ChunkId, Bytes)]) {

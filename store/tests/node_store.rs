@@ -4,6 +4,8 @@
 //! mismatched peers, and the wire format against committed golden bytes.
 //! Processes killed with -9 are in tests/tests/node_store_processes.rs.
 
+mod blobs;
+
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -11,26 +13,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use blobs::blob;
 use bytes::Bytes;
 use zosfs_store::local::FsckOptions;
 use zosfs_store::node::locate::OwnerRecord;
 use zosfs_store::node::proto::{self, Hello, Op};
 use zosfs_store::node::{NodeStore, Role};
 use zosfs_store::{ChunkId, ChunkStore, ErrorKind, OpenOptions};
-
-fn blob(seed: u64, len: usize) -> (ChunkId, Bytes) {
-    let mut out = Vec::with_capacity(len + 32);
-    let mut ctr = 0u64;
-    while out.len() < len {
-        let mut h = blake3::Hasher::new();
-        h.update(&seed.to_le_bytes());
-        h.update(&ctr.to_le_bytes());
-        out.extend_from_slice(h.finalize().as_bytes());
-        ctr += 1;
-    }
-    out.truncate(len);
-    (ChunkId::of_blob(&out), Bytes::from(out))
-}
 
 fn open(dir: &Path) -> Arc<NodeStore> {
     Arc::new(NodeStore::open(dir, &OpenOptions::default()).unwrap())

@@ -31,6 +31,12 @@ pub fn write(s: &mut UnixStream, head: &[u8], tail: Option<&Bytes>) -> io::Resul
 pub fn read(s: &mut UnixStream, max: usize) -> io::Result<Bytes> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len)?;
+    read_body(s, len, max)
+}
+
+/// The body of a frame whose length prefix was `len`, refused before any
+/// allocation when over `max`.
+fn read_body(s: &mut UnixStream, len: [u8; 4], max: usize) -> io::Result<Bytes> {
     let len = u32::from_le_bytes(len) as usize;
     if len > max {
         return Err(io::Error::new(
@@ -157,14 +163,5 @@ pub fn read_with_fd(
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
     s.read_exact(&mut head[n..])?;
-    let len = u32::from_le_bytes(head) as usize;
-    if len > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes over the limit of {max}"),
-        ));
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body)?;
-    Ok((Bytes::from(body), fd))
+    Ok((read_body(s, head, max)?, fd))
 }
