@@ -29,6 +29,20 @@ pub(crate) enum Fault {
 type Ask<'a> =
     Pin<Box<dyn std::future::Future<Output = (usize, Result<Option<Bytes>>)> + Send + 'a>>;
 
+/// A store on this node that is slow to answer is busy, not far: hedging
+/// away from it would fetch over the network what the node holds (a chunk
+/// must cross the network once per node). So a local store gets this long
+/// before the next store is asked too; a miss or an error still moves on
+/// at once.
+const LOCAL_HEDGE: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn hedge_after(sh: &Shared, asked: Option<&&Member>) -> std::time::Duration {
+    match asked {
+        Some(m) if m.local => sh.hedge_delay.max(LOCAL_HEDGE),
+        _ => sh.hedge_delay,
+    }
+}
+
 pub(crate) async fn get(sh: &Arc<Shared>, id: &ChunkId) -> Result<Option<Bytes>> {
     let order = sh.read_order(id);
     let mut inflight: FuturesUnordered<Ask<'_>> = FuturesUnordered::new();
@@ -43,7 +57,7 @@ pub(crate) async fn get(sh: &Arc<Shared>, id: &ChunkId) -> Result<Option<Bytes>>
         inflight.push(ask(0));
         next = 1;
     }
-    let hedge = tokio::time::sleep(sh.hedge_delay);
+    let hedge = tokio::time::sleep(hedge_after(sh, order.first()));
     tokio::pin!(hedge);
     while !inflight.is_empty() {
         tokio::select! {
@@ -68,14 +82,14 @@ pub(crate) async fn get(sh: &Arc<Shared>, id: &ChunkId) -> Result<Option<Bytes>>
                 if next < order.len() {
                     inflight.push(ask(next));
                     next += 1;
-                    hedge.as_mut().reset(tokio::time::Instant::now() + sh.hedge_delay);
+                    hedge.as_mut().reset(tokio::time::Instant::now() + hedge_after(sh, order.get(next - 1)));
                 }
             }
             () = &mut hedge, if next < order.len() => {
                 tracing::debug!("chunk {id}: {} slow, hedging to {}", order[next - 1].store.url(), order[next].store.url());
                 inflight.push(ask(next));
                 next += 1;
-                hedge.as_mut().reset(tokio::time::Instant::now() + sh.hedge_delay);
+                hedge.as_mut().reset(tokio::time::Instant::now() + hedge_after(sh, order.get(next - 1)));
             }
         }
     }
