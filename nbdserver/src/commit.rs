@@ -15,7 +15,7 @@ use zosfs_store::{ChunkRef, DynStore};
 
 use crate::device::lazy::LazyDevice;
 use crate::device::{ReadPiece, is_zero};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, invalid};
 use crate::server::Export;
 
 /// Uploads in flight during a commit.
@@ -95,10 +95,7 @@ async fn chunk_plain(dev: &LazyDevice, off: u64, len: u32) -> Result<Vec<u8>> {
 /// even while clients are connected.
 pub async fn commit_export(export: &Export, out: &Path) -> Result<CommitReport> {
     let store = export.store.clone().ok_or_else(|| {
-        Error::invalid(format!(
-            "export {}: commit needs a store to upload to (--store)",
-            export.name
-        ))
+        invalid(format!("export {}: commit needs a store to upload to (--store)", export.name))
     })?;
     let _paused = export.device.pause_changes().await;
     let input = CommitInput {
@@ -226,7 +223,7 @@ async fn write_flist(
         let names: Vec<&[u8]> =
             file_path.split('/').filter(|c| !c.is_empty()).map(str::as_bytes).collect();
         if names.is_empty() {
-            return Err(Error::invalid(format!("{file_path:?} names no file")));
+            return Err(invalid(format!("{file_path:?} names no file")));
         }
         let mtime_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

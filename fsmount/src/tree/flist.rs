@@ -20,7 +20,7 @@ use zosfs_flist::{Codec, Inode, OpenOptions, Tree as FlistReader};
 
 use super::{Attr, Content, DirEntry, Ino, Kind, Tree, TreeStats};
 use crate::cache::ContentCache;
-use crate::error::{Error, ErrorKind, Result, invalid};
+use crate::error::{Error, ErrorKind, Result, flist_err, invalid};
 use crate::stats::Counters;
 
 pub struct FlistTree {
@@ -28,27 +28,6 @@ pub struct FlistTree {
     store: Store,
     cache: Arc<ContentCache>,
     counters: Arc<Counters>,
-}
-
-/// An flist error at the FUSE edge: a missing entry is ENOENT, a wrong
-/// type ENOTDIR / EINVAL, a damaged flist or a store failure EIO.
-pub(crate) fn flist_err(e: zosfs_flist::Error) -> Error {
-    use zosfs_flist::ErrorKind as K;
-    let code = e.kind().errno();
-    let kind = match e.kind() {
-        K::NotFound => ErrorKind::NotFound,
-        K::InvalidInput => ErrorKind::InvalidInput,
-        K::Store => ErrorKind::Fetch,
-        _ => ErrorKind::Io,
-    };
-    let context = zosfs_flist::Error::to_string(&e);
-    match kind {
-        // Keep the precise errno (ENOTDIR, EINVAL) for the kernel.
-        ErrorKind::Io if code != libc::EIO => {
-            Error::with_source(kind, context, std::io::Error::from_raw_os_error(code))
-        }
-        _ => Error::with_source(kind, context, e),
-    }
 }
 
 fn time(ns: i64) -> SystemTime {

@@ -12,7 +12,7 @@ use zosfs_flist::{DataChunk, Flist, Header, Kind, OpenOptions, Tree};
 use zosfs_store::lazy::{Layout, Origin};
 use zosfs_store::{ChunkKey, ChunkRef};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, invalid};
 
 /// A file of an flist, resolved.
 pub struct Image {
@@ -72,10 +72,10 @@ impl Image {
         let inode =
             fl.resolve_follow(path.as_bytes()).map_err(flist_err(format!("resolve {shown}")))?;
         if inode.kind != Kind::File {
-            return Err(Error::invalid(format!("{shown} is a {}, not a file", inode.kind.name())));
+            return Err(invalid(format!("{shown} is a {}, not a file", inode.kind.name())));
         }
         if inode.size == 0 {
-            return Err(Error::invalid(format!("{shown} is empty")));
+            return Err(invalid(format!("{shown} is empty")));
         }
         let data = fl.data(inode.ino).map_err(flist_err(format!("chunks of {shown}")))?;
         let mut zeros = ZeroKeys::default();
@@ -84,14 +84,14 @@ impl Image {
             .map(|c| match c {
                 DataChunk::Zck1(r) if zeros.is_zero(r) => Ok(Origin::Zeros(u64::from(r.len))),
                 DataChunk::Zck1(r) => Ok(Origin::Chunk(*r)),
-                _ => Err(Error::invalid(format!(
+                _ => Err(invalid(format!(
                     "{shown}: chunks in a legacy codec; convert the flist first (flist convert)"
                 ))),
             })
             .collect::<Result<Vec<Origin>>>()?;
         let total: u64 = origins.iter().map(Origin::len).sum();
         if total != inode.size {
-            return Err(Error::invalid(format!(
+            return Err(invalid(format!(
                 "{shown}: chunks hold {total} bytes, the file is {} bytes",
                 inode.size
             )));

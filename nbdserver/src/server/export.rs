@@ -17,7 +17,7 @@ use crate::device::BlockDevice;
 use crate::device::image::Image;
 use crate::device::lazy::LazyDevice;
 use crate::device::spec::{DeviceSpec, ExportSpec};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, invalid};
 use crate::proto::consts::*;
 
 /// Chunk size of blank devices (the preferred block size they advertise).
@@ -137,7 +137,7 @@ impl Opener {
     /// The router over `urls` (opened once, then shared).
     pub async fn store(&self, urls: &[String]) -> Result<DynStore> {
         if urls.is_empty() {
-            return Err(Error::invalid("no store: give --store URL"));
+            return Err(invalid("no store: give --store URL"));
         }
         let mut map = self.routers.lock().await;
         if let Some(s) = map.get(urls) {
@@ -209,9 +209,10 @@ impl Opener {
                 } else {
                     self.store_urls.clone()
                 };
-                let store = self.store(&urls).await.map_err(|e| {
-                    Error::invalid(format!("{spec}: no usable store ({})", e.chain()))
-                })?;
+                let store = self
+                    .store(&urls)
+                    .await
+                    .map_err(|e| invalid(format!("{spec}: no usable store ({})", e.chain())))?;
                 let source = Arc::new(StoreSource::new(store.clone(), image.origins.clone()));
                 let what = format!("image {} of {} bytes", spec.device, image.layout.size());
                 (image.layout.clone(), source, Some(Arc::new(image)), Some(store), urls, what)

@@ -31,7 +31,7 @@ pub use export::{Export, ExportTable, Opener};
 pub use transmission::Limits;
 
 use crate::device::BlockDevice;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, invalid};
 use negotiate::{Negotiated, Outcome, TlsState};
 use tls::Tls;
 use transmission::End;
@@ -119,7 +119,7 @@ impl Listener {
 fn bind_unix(path: &Path) -> Result<UnixListener> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(Error::invalid(format!("{} is in use by a server", path.display())));
+            return Err(invalid(format!("{} is in use by a server", path.display())));
         }
         std::fs::remove_file(path)
             .map_err(|e| Error::io(format!("remove stale {}", path.display()), e))?;
