@@ -9,9 +9,10 @@
 //!
 //! A failure displays as `context: kind`, and [`Failure::chain`] adds its
 //! sources. Each layer adds context once, naming only what the layer below
-//! did not know; a failure converted from a lower crate without context of
-//! its own ([`Failure::wrap`], every `From<zosfs_store::Error>`) displays
-//! as the failure it wraps, so a conversion adds no text.
+//! did not know. A failure converted from a lower crate ([`Failure::wrap`],
+//! every `From<zosfs_store::Error>`) takes the message of the failure it
+//! wraps as its own: a conversion adds no text, and context prefixed to it
+//! reads `context: wrapped message`.
 
 use std::fmt;
 use std::io;
@@ -50,21 +51,23 @@ pub struct Failure<K> {
     kind: K,
     context: String,
     source: Option<Source>,
+    /// Made by [`Failure::wrap`]: the source's message is this one's.
+    wrapped: bool,
 }
 
 impl<K: Kind> Failure<K> {
     pub fn new(kind: K, context: impl Into<String>) -> Self {
-        Failure { kind, context: context.into(), source: None }
+        Failure { kind, context: context.into(), source: None, wrapped: false }
     }
 
     pub fn with_source(kind: K, context: impl Into<String>, source: impl Into<Source>) -> Self {
-        Failure { kind, context: context.into(), source: Some(source.into()) }
+        Failure { kind, context: context.into(), source: Some(source.into()), wrapped: false }
     }
 
     /// Another failure under this crate's kind `kind`, adding no text: it
     /// displays as `source`, whose own sources follow.
     pub fn wrap(kind: K, source: impl Into<Source>) -> Self {
-        Failure::with_source(kind, String::new(), source)
+        Failure { kind, context: String::new(), source: Some(source.into()), wrapped: true }
     }
 
     /// A failed system call or file operation, classified by its errno
@@ -82,7 +85,8 @@ impl<K: Kind> Failure<K> {
         self.kind
     }
 
-    /// What was being done (empty for a [`Failure::wrap`]).
+    /// What was being done (for a [`Failure::wrap`], only the context
+    /// prefixed to it).
     pub fn context(&self) -> &str {
         &self.context
     }
@@ -117,10 +121,16 @@ impl<K: Kind> Failure<K> {
         s
     }
 
-    /// A wrap without context of its own stands for its source.
-    fn transparent(&self) -> Option<&(dyn std::error::Error + 'static)> {
+    /// An equal copy for another receiver (a failure is not `Clone`: its
+    /// source may not be): the same kind and message, the sources as text.
+    pub fn duplicate(&self) -> Self {
+        Failure::wrap(self.kind, self.chain())
+    }
+
+    /// The failure a wrap stands for.
+    fn wrapped(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.source {
-            Some(s) if self.context.is_empty() => Some(&**s),
+            Some(s) if self.wrapped => Some(&**s),
             _ => None,
         }
     }
@@ -128,8 +138,9 @@ impl<K: Kind> Failure<K> {
 
 impl<K: Kind> fmt::Display for Failure<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.transparent() {
-            Some(inner) => fmt::Display::fmt(inner, f),
+        match self.wrapped() {
+            Some(inner) if self.context.is_empty() => write!(f, "{inner}"),
+            Some(inner) => write!(f, "{}: {inner}", self.context),
             None => write!(f, "{}: {}", self.context, self.kind),
         }
     }
@@ -137,7 +148,7 @@ impl<K: Kind> fmt::Display for Failure<K> {
 
 impl<K: Kind> std::error::Error for Failure<K> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self.transparent() {
+        match self.wrapped() {
             Some(inner) => inner.source(),
             None => self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static)),
         }
@@ -255,8 +266,11 @@ mod tests {
         assert_eq!(e.chain(), want);
         assert_eq!(e.kind(), ErrorKind::Io);
         assert_eq!(e.context(), "");
-        // A wrap given context becomes a layer of its own.
+        // Context prefixed to a wrap prefixes the wrapped message.
         let e = e.context_prefix("put");
-        assert!(e.chain().starts_with("put: I/O error: open /x: no space left: "), "{}", e.chain());
+        assert_eq!(e.chain(), format!("put: {want}"));
+        assert_eq!(e.kind(), ErrorKind::Io);
+        let copy = e.duplicate();
+        assert_eq!((copy.kind(), copy.chain()), (e.kind(), e.chain()));
     }
 }

@@ -121,12 +121,9 @@ impl ChunkSource for FlistSource {
                     Counters::add(&c.fetch_errors, 1);
                 }
                 // Whatever the reason, the data did not arrive: never a
-                // "not found" that could read as a missing file.
-                Err(zosfs_store::Error::with_source(
-                    zosfs_store::ErrorKind::Unavailable,
-                    format!("chunk {index} ({})", chunk.store_id()),
-                    e,
-                ))
+                // "not found" that could read as a missing file. The
+                // LazyFile names the index, the error the chunk.
+                Err(zosfs_store::Error::wrap(zosfs_store::ErrorKind::Unavailable, e))
             }
         }
     }

@@ -76,8 +76,8 @@ impl FlistTree {
         counters: Arc<Counters>,
     ) -> Result<FlistTree> {
         let opts = OpenOptions { cache_dir: cache.flists_dir() };
-        let reader = open_any(path, &opts)
-            .map_err(|e| flist_err(e).context_prefix(format!("open flist {}", path.display())))?;
+        // The flist crate's errors name `path`.
+        let reader = open_any(path, &opts).map_err(flist_err)?;
         let urls: Vec<String> =
             if stores.is_empty() { reader.header().routes.clone() } else { stores.to_vec() };
         if urls.is_empty() {
@@ -166,7 +166,7 @@ fn prefetch_all(tree: Weak<FlistTree>, bandwidth: Option<u64>) {
             Ok(zosfs_flist::Step::Continue)
         });
         if let Err(e) = res {
-            tracing::error!("prefetch: walking the flist failed: {e}");
+            tracing::error!("prefetch: walking the flist failed: {}", e.chain());
             return;
         }
         files
@@ -191,7 +191,7 @@ fn prefetch_all(tree: Weak<FlistTree>, bandwidth: Option<u64>) {
                     match res {
                         Ok(()) => done.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
-                            tracing::warn!("prefetch of inode {ino}: {e}");
+                            tracing::warn!("prefetch of inode {ino}: {}", e.chain());
                             failed.fetch_add(1, Ordering::Relaxed)
                         }
                     };
@@ -258,5 +258,38 @@ impl Tree for FlistTree {
     fn stats(&self) -> TreeStats {
         // Counting would scan the whole flist: statfs shows no usage.
         TreeStats::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How often `what` appears in `text`.
+    fn count(text: &str, what: &str) -> usize {
+        text.matches(what).count()
+    }
+
+    #[test]
+    fn open_errors_name_the_flist_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(ContentCache::open(&dir.path().join("cache"), None).unwrap());
+        let counters = Arc::new(Counters::default());
+        let missing = dir.path().join("nope.flist");
+        let garbage = dir.path().join("garbage.flist");
+        std::fs::write(&garbage, b"not an flist at all").unwrap();
+        for (path, kind) in [(&missing, ErrorKind::NotFound), (&garbage, ErrorKind::Io)] {
+            let e = match FlistTree::open(path, &[], cache.clone(), counters.clone()) {
+                Ok(_) => panic!("{} opened", path.display()),
+                Err(e) => e,
+            };
+            let msg = e.chain();
+            assert_eq!(count(&msg, &path.display().to_string()), 1, "{msg}");
+            assert_eq!(e.kind(), kind, "{msg}");
+        }
+        let e = FlistTree::open(&missing, &[], cache, counters).err().unwrap();
+        assert_eq!(e.errno(), libc::ENOENT);
+        let msg = e.chain();
+        assert!(msg.starts_with(&format!("open {}: not found: ", missing.display())), "{msg}");
     }
 }

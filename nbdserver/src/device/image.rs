@@ -24,8 +24,9 @@ pub struct Image {
     pub layout: Layout,
 }
 
-fn flist_err(context: String) -> impl FnOnce(zosfs_flist::Error) -> Error {
-    move |e| Error::with_source(ErrorKind::InvalidInput, context, e)
+/// An flist error as a bad export spec, adding no text.
+fn flist_err(e: zosfs_flist::Error) -> Error {
+    Error::wrap(ErrorKind::InvalidInput, e)
 }
 
 /// Keys of all-zero chunks, per length (almost every chunk has one length).
@@ -68,16 +69,19 @@ impl Image {
     pub fn open(flist: &Path, path: &str, unpack_cache: &Path) -> Result<Image> {
         let shown = format!("{}:{path}", flist.display());
         let opts = OpenOptions { cache_dir: unpack_cache.to_path_buf() };
-        let fl = Flist::open_with(flist, &opts).map_err(flist_err(format!("open {shown}")))?;
-        let inode =
-            fl.resolve_follow(path.as_bytes()).map_err(flist_err(format!("resolve {shown}")))?;
+        // Errors of opening name the flist file; those of resolving name
+        // the path in the flist.
+        let fl = Flist::open_with(flist, &opts).map_err(flist_err)?;
+        let inode = fl
+            .resolve_follow(path.as_bytes())
+            .map_err(|e| flist_err(e).context_prefix(flist.display()))?;
         if inode.kind != Kind::File {
             return Err(invalid(format!("{shown} is a {}, not a file", inode.kind.name())));
         }
         if inode.size == 0 {
             return Err(invalid(format!("{shown} is empty")));
         }
-        let data = fl.data(inode.ino).map_err(flist_err(format!("chunks of {shown}")))?;
+        let data = fl.data(inode.ino).map_err(|e| flist_err(e).context_prefix(&shown))?;
         let mut zeros = ZeroKeys::default();
         let origins = data
             .iter()
@@ -113,6 +117,19 @@ mod tests {
         let data = zosfs_store::chunk::encode(&[1u8; 4096]).unwrap().chunk;
         assert!(z.is_zero(&zero));
         assert!(!z.is_zero(&data));
+    }
+
+    #[test]
+    fn a_missing_flist_is_named_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.flist");
+        let e = match Image::open(&missing, "/disk.raw", &dir.path().join("cache")) {
+            Ok(_) => panic!("a missing flist opened"),
+            Err(e) => e,
+        };
+        let msg = e.chain();
+        assert_eq!(msg.matches(&missing.display().to_string()).count(), 1, "{msg}");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{msg}");
     }
 
     #[test]
