@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use zosfs_flist::{Flist, OpenOptions, Tree};
 use zosfs_store::{ChunkStore, RouterConfig};
@@ -106,12 +106,12 @@ pub struct Ctx {
 impl Ctx {
     /// Open an flist of any supported format.
     pub fn open_tree(&self, path: &Path) -> Result<Box<dyn Tree>> {
-        zosfs_flist::legacy::open_any(path, &self.open)
-            .with_context(|| format!("open {}", path.display()))
+        // The flist crate's errors name the path.
+        Ok(zosfs_flist::legacy::open_any(path, &self.open)?)
     }
 
     pub fn open_native(&self, path: &Path) -> Result<Flist> {
-        Flist::open_with(path, &self.open).with_context(|| format!("open {}", path.display()))
+        Ok(Flist::open_with(path, &self.open)?)
     }
 }
 
