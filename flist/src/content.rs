@@ -89,11 +89,13 @@ pub struct RawStores {
 }
 
 impl RawStores {
-    pub async fn open(urls: &[zosfs_store::StoreUrl]) -> Result<RawStores> {
+    pub async fn open(
+        urls: &[zosfs_store::StoreUrl],
+        opts: &zosfs_store::OpenOptions,
+    ) -> Result<RawStores> {
         let mut members = Vec::new();
         for u in urls {
-            let s =
-                zosfs_store::backend::open_backend(u, &zosfs_store::OpenOptions::default()).await?;
+            let s = zosfs_store::backend::open_backend(u, opts).await?;
             members.push((u.route, s));
         }
         let name = urls.iter().map(|u| u.redacted()).collect::<Vec<_>>().join(",");

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use futures::{StreamExt, TryStreamExt};
 use zosfs_flist::pack::builder::{Attrs, Builder};
-use zosfs_flist::{Chunking, Codec, Header, Kind, Writer};
-use zosfs_store::lazy::Origin;
+use zosfs_flist::source::Piece;
+use zosfs_flist::{Chunking, Codec, DataChunk, Header, Kind, Writer};
 use zosfs_store::{ChunkRef, DynStore};
 
 use crate::device::lazy::LazyDevice;
@@ -35,10 +35,10 @@ pub struct CommitReport {
     pub size: u64,
 }
 
-/// Where the device came from: the base's chunk origins (None: blank).
+/// Where the device came from: the base's pieces (None: blank).
 pub struct CommitInput<'a> {
     pub device: &'a LazyDevice,
-    pub base: Option<&'a [Origin]>,
+    pub base: Option<&'a [Piece]>,
     /// Header to start from (the base flist's), or None for a fresh one.
     pub header: Option<Header>,
     /// Path of the file in the new flist, e.g. `/disk.raw`.
@@ -100,7 +100,7 @@ pub async fn commit_export(export: &Export, out: &Path) -> Result<CommitReport> 
     let _paused = export.device.pause_changes().await;
     let input = CommitInput {
         device: &export.device,
-        base: export.image.as_ref().map(|i| i.origins.as_slice()),
+        base: export.image.as_ref().map(|i| i.chunks.pieces()),
         header: export.image.as_ref().map(|i| i.header.clone()),
         file_path: export.spec.device.file_path(),
         store,
@@ -133,7 +133,7 @@ pub async fn commit(input: CommitInput<'_>, out: &Path) -> Result<CommitReport> 
     for i in (0..n).filter(|i| !dirty.contains(i)) {
         let len = layout.len_of(i) as u32;
         match input.base.and_then(|b| b.get(i as usize)) {
-            Some(Origin::Chunk(r)) => {
+            Some(Piece::Chunk(DataChunk::Zck1(r))) => {
                 refs[i as usize] = Some(*r);
                 report.reused += 1;
             }

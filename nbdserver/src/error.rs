@@ -103,6 +103,12 @@ pub type Error = Failure<ErrorKind>;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An flist error (opening an image, its stores) as a bad export spec,
+/// adding no text.
+pub fn flist_err(e: zosfs_flist::Error) -> Error {
+    Error::wrap(ErrorKind::InvalidInput, e)
+}
+
 /// Shorthand for a bad argument, configuration or request.
 pub fn invalid(context: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidInput, context)

@@ -14,13 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use zosfs_flist::content::{RawStores, Store};
+use zosfs_flist::content::Store;
 use zosfs_flist::legacy::open_any;
-use zosfs_flist::{Codec, Inode, OpenOptions, Tree as FlistReader};
+use zosfs_flist::stores::StoreOpener;
+use zosfs_flist::{Inode, OpenOptions, Tree as FlistReader};
 
 use super::{Attr, Content, DirEntry, Ino, Kind, Tree, TreeStats};
 use crate::cache::ContentCache;
-use crate::error::{Error, ErrorKind, Result, flist_err, invalid};
+use crate::error::{Error, ErrorKind, Result, flist_err};
 use crate::stats::Counters;
 
 pub struct FlistTree {
@@ -78,16 +79,13 @@ impl FlistTree {
         let opts = OpenOptions { cache_dir: cache.flists_dir() };
         // The flist crate's errors name `path`.
         let reader = open_any(path, &opts).map_err(flist_err)?;
-        let urls: Vec<String> =
-            if stores.is_empty() { reader.header().routes.clone() } else { stores.to_vec() };
-        if urls.is_empty() {
-            return Err(invalid(format!(
-                "{}: the flist records no store route; give --store URL",
-                path.display()
-            )));
-        }
-        let store = open_store(&cache, &urls, reader.header().codec)
-            .map_err(|e| e.context_prefix(format!("stores of {}", path.display())))?;
+        let mut cfg = zosfs_store::RouterConfig::default();
+        cfg.open.pool_size = crate::cache::FETCH_DEPTH;
+        let opener = StoreOpener::new(stores.to_vec(), cfg);
+        let (_, store) = cache
+            .runtime()
+            .block_on(opener.open_for(reader.header()))
+            .map_err(|e| flist_err(e).context_prefix(format!("stores of {}", path.display())))?;
         Ok(FlistTree { reader, store, cache, counters })
     }
 
@@ -106,23 +104,6 @@ impl FlistTree {
             .map_err(|e| Error::io("spawn prefetch thread", e))?;
         Ok(())
     }
-}
-
-fn open_store(cache: &ContentCache, urls: &[String], codec: Codec) -> Result<Store> {
-    let rt = cache.runtime();
-    if codec != Codec::Zck1 {
-        // Legacy chunk ids are not BLAKE3: the chunk decoder checks them.
-        let parsed = urls
-            .iter()
-            .map(|u| u.parse::<zosfs_store::StoreUrl>())
-            .collect::<zosfs_store::Result<Vec<_>>>()?;
-        let raw = rt.block_on(RawStores::open(&parsed)).map_err(flist_err)?;
-        return Ok(Arc::new(raw));
-    }
-    let mut cfg = zosfs_store::RouterConfig::default();
-    cfg.open.pool_size = crate::cache::FETCH_DEPTH;
-    let r = rt.block_on(zosfs_store::router::open_urls(urls, &cfg))?;
-    Ok(r)
 }
 
 /// Files filled at once by `--prefetch all` (small files are mostly round

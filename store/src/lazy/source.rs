@@ -63,24 +63,32 @@ pub struct StoreSource {
     identity: [u8; 32],
 }
 
-impl StoreSource {
-    pub fn new(store: DynStore, chunks: Vec<Origin>) -> StoreSource {
-        let mut h = blake3::Hasher::new();
-        h.update(b"zosfs-lazy-store-source-v1");
-        for c in &chunks {
-            match c {
-                Origin::Chunk(r) => {
-                    h.update(&[1]);
-                    h.update(r.id.as_bytes());
-                    h.update(&r.len.to_le_bytes());
-                }
-                Origin::Zeros(n) => {
-                    h.update(&[0]);
-                    h.update(&n.to_le_bytes());
-                }
+/// The [`ChunkSource::identity`] of chunks stored by `(id, key)` or known
+/// to be zeros: [`StoreSource`]'s, and that of any other source of such
+/// chunks whose caches must stay valid with it (flist image devices).
+pub fn origins_identity(chunks: &[Origin]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"zosfs-lazy-store-source-v1");
+    for c in chunks {
+        match c {
+            Origin::Chunk(r) => {
+                h.update(&[1]);
+                h.update(r.id.as_bytes());
+                h.update(&r.len.to_le_bytes());
+            }
+            Origin::Zeros(n) => {
+                h.update(&[0]);
+                h.update(&n.to_le_bytes());
             }
         }
-        StoreSource { store, chunks, identity: *h.finalize().as_bytes() }
+    }
+    *h.finalize().as_bytes()
+}
+
+impl StoreSource {
+    pub fn new(store: DynStore, chunks: Vec<Origin>) -> StoreSource {
+        let identity = origins_identity(&chunks);
+        StoreSource { store, chunks, identity }
     }
 
     /// The explicit layout these chunks tile.
