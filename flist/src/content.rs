@@ -95,7 +95,7 @@ impl RawStores {
     ) -> Result<RawStores> {
         let mut members = Vec::new();
         for u in urls {
-            let s = zosfs_store::backend::open_backend(u, opts).await?;
+            let s = zosfs_store::open_backend(u, opts).await?;
             members.push((u.route, s));
         }
         let name = urls.iter().map(|u| u.redacted()).collect::<Vec<_>>().join(",");
