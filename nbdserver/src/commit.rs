@@ -3,6 +3,7 @@
 //! zeroed where the base had data) are encoded and uploaded; every other
 //! chunk reuses the base's reference, and all-zero chunks share one blob.
 //! The upload goes through the router, so it is replicated like a pack.
+//! A served export commits through [`Export::commit`](crate::server::Export::commit).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -16,7 +17,6 @@ use zosfs_store::{ChunkRef, DynStore};
 use crate::device::lazy::LazyDevice;
 use crate::device::{ReadPiece, is_zero};
 use crate::error::{Error, ErrorKind, Result, invalid};
-use crate::server::Export;
 
 /// Uploads in flight during a commit.
 const UPLOAD_DEPTH: usize = 8;
@@ -88,25 +88,6 @@ async fn chunk_plain(dev: &LazyDevice, off: u64, len: u32) -> Result<Vec<u8>> {
         }
     }
     Ok(out)
-}
-
-/// Commit an export as it is now: changes to its content wait until the
-/// new flist is written (reads go on), so the image is one point in time
-/// even while clients are connected.
-pub async fn commit_export(export: &Export, out: &Path) -> Result<CommitReport> {
-    let store = export.store.clone().ok_or_else(|| {
-        invalid(format!("export {}: commit needs a store to upload to (--store)", export.name))
-    })?;
-    let _paused = export.device.pause_changes().await;
-    let input = CommitInput {
-        device: &export.device,
-        base: export.image.as_ref().map(|i| i.chunks.pieces()),
-        header: export.image.as_ref().map(|i| i.header.clone()),
-        file_path: export.spec.device.file_path(),
-        store,
-        routes: export.routes.clone(),
-    };
-    commit(input, out).await
 }
 
 impl std::fmt::Display for CommitReport {

@@ -13,12 +13,13 @@ use zosfs_store::DynStore;
 use zosfs_store::engine::IoEngine;
 use zosfs_store::lazy::{BlankSource, ChunkSource, Layout, LazyFile, LazyOptions};
 
-use super::stats::ExportCounters;
+use super::counters::ExportCounters;
+use crate::commit::{CommitInput, CommitReport, commit};
 use crate::device::BlockDevice;
 use crate::device::image::Image;
 use crate::device::lazy::LazyDevice;
 use crate::device::spec::{DeviceSpec, ExportSpec};
-use crate::error::{Error, Result, flist_err};
+use crate::error::{Error, Result, flist_err, invalid};
 use crate::proto::consts::*;
 
 /// Chunk size of blank devices (the preferred block size they advertise).
@@ -43,6 +44,25 @@ pub struct Export {
 }
 
 impl Export {
+    /// Commit the export as it is now: changes to its content wait until
+    /// the new flist is written (reads go on), so the image is one point in
+    /// time even while clients are connected.
+    pub async fn commit(&self, out: &Path) -> Result<CommitReport> {
+        let store = self.store.clone().ok_or_else(|| {
+            invalid(format!("export {}: commit needs a store to upload to (--store)", self.name))
+        })?;
+        let _paused = self.device.pause_changes().await;
+        let input = CommitInput {
+            device: &self.device,
+            base: self.image.as_ref().map(|i| i.chunks.pieces()),
+            header: self.image.as_ref().map(|i| i.header.clone()),
+            file_path: self.spec.device.file_path(),
+            store,
+            routes: self.routes.clone(),
+        };
+        commit(input, out).await
+    }
+
     pub fn description(&self) -> String {
         let ro = if self.read_only { ", read-only" } else { "" };
         format!("{}{ro}", self.device.describe())

@@ -4,9 +4,11 @@
 //!
 //! Layers: [`negotiate`] (handshake phase), [`transmission`] (request loop
 //! and reply writer), [`execute`] (command → device → reply), [`export`]
-//! (the export table). Wire formats are in `crate::proto`.
+//! (the export table), [`counters`] and their renderings in [`stats`].
+//! Wire formats are in `crate::proto`.
 
 pub mod control;
+pub mod counters;
 pub mod execute;
 pub mod export;
 pub mod negotiate;
