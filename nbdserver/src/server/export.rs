@@ -208,10 +208,9 @@ impl Opener {
                 let image = tokio::task::spawn_blocking(move || Image::open(&f, &p, &cache))
                     .await
                     .map_err(|e| Error::with_source(crate::ErrorKind::Io, "open flist", e))??;
-                let (urls, store) =
-                    self.stores.open_for(&image.header).await.map_err(|e| {
-                        flist_err(e).context_prefix(format!("{spec}: no usable store"))
-                    })?;
+                let (urls, store) = self.stores.open_for(&image.header).await.map_err(|e| {
+                    flist_err(e).context_prefix(format!("{}: no usable store", spec.device))
+                })?;
                 let source = Arc::new(FileSource::new(store.clone(), image.chunks.clone()));
                 let what = format!("image {} of {} bytes", spec.device, image.chunks.size());
                 let layout = image.chunks.layout().clone();
@@ -223,9 +222,8 @@ impl Opener {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         }
-        let lazy = LazyFile::open(&path, layout, source, opts)
-            .await
-            .map_err(|e| Error::from(e).context_prefix(format!("export {}", spec.name)))?;
+        // The caller names the export; the LazyFile its files.
+        let lazy = LazyFile::open(&path, layout, source, opts).await?;
         Ok(Export {
             name: spec.name.clone(),
             spec: spec.clone(),
