@@ -89,11 +89,13 @@ pub struct RawStores {
 }
 
 impl RawStores {
-    pub async fn open(urls: &[zosfs_store::StoreUrl]) -> Result<RawStores> {
+    pub async fn open(
+        urls: &[zosfs_store::StoreUrl],
+        opts: &zosfs_store::OpenOptions,
+    ) -> Result<RawStores> {
         let mut members = Vec::new();
         for u in urls {
-            let s =
-                zosfs_store::backend::open_backend(u, &zosfs_store::OpenOptions::default()).await?;
+            let s = zosfs_store::open_backend(u, opts).await?;
             members.push((u.route, s));
         }
         let name = urls.iter().map(|u| u.redacted()).collect::<Vec<_>>().join(",");
@@ -121,7 +123,8 @@ impl ChunkStore for RawStores {
             }
         }
         match last {
-            Some(e) => Err(e),
+            // Named like the router names it.
+            Some(e) => Err(e.context_prefix(format!("chunk {id}"))),
             None => Ok(None),
         }
     }
@@ -150,11 +153,9 @@ impl ChunkStore for RawStores {
 /// Fetch one chunk and decode it (decoding runs off the async workers).
 pub async fn fetch(store: &Store, chunk: &DataChunk) -> Result<Vec<u8>> {
     let id = chunk.store_id();
-    let blob = store
-        .get(&id)
-        .await
-        .map_err(|e| Error::with_source(ErrorKind::Store, format!("fetch chunk {id}"), e))?
-        .ok_or_else(|| {
+    // The store names the chunk in its errors.
+    let blob =
+        store.get(&id).await.map_err(|e| Error::wrap(ErrorKind::Store, e))?.ok_or_else(|| {
             Error::new(ErrorKind::Store, format!("chunk {id} is missing from {}", store.url()))
         })?;
     let chunk = chunk.clone();

@@ -1,8 +1,10 @@
-//! The one public error type of the flist crate: a kind (mapped to an errno
-//! at the FUSE / CLI edge), a context naming what was being done, and an
-//! optional source.
+//! The flist crate's kinds of [`Failure`] (the error shape every zosfs
+//! crate shares, see `zosfs_store::error`): mapped to an errno at the FUSE
+//! / CLI edge.
 
 use std::fmt;
+
+use zosfs_store::error::{Failure, FromStoreKind, Kind, os_errno};
 
 /// What went wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,9 +47,11 @@ impl ErrorKind {
             ErrorKind::Io => "I/O error",
         }
     }
+}
 
+impl Kind for ErrorKind {
     /// errno at a POSIX edge (FUSE).
-    pub fn errno(self) -> i32 {
+    fn errno(self) -> i32 {
         match self {
             ErrorKind::NotFound => libc::ENOENT,
             ErrorKind::NotADirectory => libc::ENOTDIR,
@@ -55,6 +59,33 @@ impl ErrorKind {
             ErrorKind::Escape => libc::EPERM,
             ErrorKind::Exists => libc::EEXIST,
             ErrorKind::Corrupt | ErrorKind::Version | ErrorKind::Store | ErrorKind::Io => libc::EIO,
+        }
+    }
+
+    /// EEXIST becomes [`ErrorKind::Exists`], ELOOP (a symlink where a
+    /// directory was expected) [`ErrorKind::Escape`].
+    fn from_io(err: &std::io::Error) -> Self {
+        match err.raw_os_error() {
+            Some(libc::EEXIST) => ErrorKind::Exists,
+            Some(libc::ELOOP) => ErrorKind::Escape,
+            Some(libc::ENOTDIR) => ErrorKind::NotADirectory,
+            Some(libc::ENOENT) => ErrorKind::NotFound,
+            _ => ErrorKind::Io,
+        }
+    }
+
+    /// An I/O source's errno, or a store failure's.
+    fn source_errno(self, source: &(dyn std::error::Error + 'static)) -> Option<i32> {
+        os_errno(source).or_else(|| source.downcast_ref::<zosfs_store::Error>().map(|e| e.errno()))
+    }
+}
+
+impl FromStoreKind for ErrorKind {
+    fn from_store_kind(kind: zosfs_store::ErrorKind) -> Self {
+        match kind {
+            zosfs_store::ErrorKind::InvalidInput => ErrorKind::InvalidInput,
+            zosfs_store::ErrorKind::Io => ErrorKind::Io,
+            _ => ErrorKind::Store,
         }
     }
 }
@@ -65,84 +96,8 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
-
 /// Error of every flist operation.
-#[derive(Debug, thiserror::Error)]
-#[error("{context}: {kind}")]
-pub struct Error {
-    kind: ErrorKind,
-    context: String,
-    #[source]
-    source: Option<Source>,
-}
-
-impl Error {
-    pub fn new(kind: ErrorKind, context: impl Into<String>) -> Self {
-        Error { kind, context: context.into(), source: None }
-    }
-
-    pub fn with_source(
-        kind: ErrorKind,
-        context: impl Into<String>,
-        source: impl Into<Source>,
-    ) -> Self {
-        Error { kind, context: context.into(), source: Some(source.into()) }
-    }
-
-    /// A local I/O error; EEXIST becomes [`ErrorKind::Exists`], ELOOP (a
-    /// symlink where a directory was expected) becomes [`ErrorKind::Escape`].
-    pub fn io(context: impl Into<String>, err: std::io::Error) -> Self {
-        let kind = match err.raw_os_error() {
-            Some(libc::EEXIST) => ErrorKind::Exists,
-            Some(libc::ELOOP) => ErrorKind::Escape,
-            Some(libc::ENOTDIR) => ErrorKind::NotADirectory,
-            Some(libc::ENOENT) => ErrorKind::NotFound,
-            _ => ErrorKind::Io,
-        };
-        Error::with_source(kind, context, err)
-    }
-
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    pub fn context(&self) -> &str {
-        &self.context
-    }
-
-    /// errno for POSIX edges; keeps the original errno of an I/O source.
-    pub fn errno(&self) -> i32 {
-        if let Some(src) = &self.source {
-            if let Some(io) = src.downcast_ref::<std::io::Error>() {
-                if let Some(code) = io.raw_os_error() {
-                    return code;
-                }
-            }
-            if let Some(st) = src.downcast_ref::<zosfs_store::Error>() {
-                return st.errno();
-            }
-        }
-        self.kind.errno()
-    }
-
-    /// Prefix more context, keeping kind and source.
-    pub fn context_prefix(mut self, what: impl fmt::Display) -> Self {
-        self.context = format!("{what}: {}", self.context);
-        self
-    }
-}
-
-impl From<zosfs_store::Error> for Error {
-    fn from(e: zosfs_store::Error) -> Self {
-        let kind = match e.kind() {
-            zosfs_store::ErrorKind::InvalidInput => ErrorKind::InvalidInput,
-            zosfs_store::ErrorKind::Io => ErrorKind::Io,
-            _ => ErrorKind::Store,
-        };
-        Error::with_source(kind, "chunk store", e)
-    }
-}
+pub type Error = Failure<ErrorKind>;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

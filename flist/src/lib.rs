@@ -10,6 +10,9 @@
 //!   `.flist` archive and its cache;
 //! * [`legacy`] — readers for rfs `.fl` and 0-fs `.flist` files;
 //! * [`content`] — chunks of any format, fetched and decoded from a store;
+//!   [`stores`] — the stores of an flist, opened one way for every reader;
+//!   [`source`] — a file of an flist as the chunk source of a LazyFile
+//!   (fsmount's file contents, nbdserver's image devices);
 //! * [`pack`] — directory or tar stream → chunks in a store + an flist;
 //! * [`unpack`] — flist + store → a directory tree, never outside it.
 //!
@@ -22,6 +25,8 @@ pub mod model;
 pub mod names;
 pub mod native;
 pub mod pack;
+pub mod source;
+pub mod stores;
 mod sys;
 pub mod tree;
 pub mod unpack;

@@ -1,8 +1,11 @@
-//! The one error type of the fsmount crate: a kind (mapped to an errno at
-//! the FUSE edge and to an exit message at the CLI edge), a context naming
-//! what we were doing and on which path, and an optional source.
+//! The fsmount crate's kinds of [`Failure`] (the error shape every zosfs
+//! crate shares, see `zosfs_store::error`): mapped to an errno at the FUSE
+//! edge and to an exit message at the CLI edge; contexts name what we were
+//! doing and on which path.
 
 use std::fmt;
+
+use zosfs_store::error::{Failure, FromStoreKind, Kind, os_errno};
 
 /// What went wrong, coarse enough to pick an errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,9 +42,11 @@ impl ErrorKind {
             ErrorKind::Io => "I/O error",
         }
     }
+}
 
+impl Kind for ErrorKind {
     /// The errno this kind becomes at the FUSE edge when no OS error is known.
-    pub fn errno(self) -> i32 {
+    fn errno(self) -> i32 {
         match self {
             ErrorKind::NotFound => libc::ENOENT,
             ErrorKind::InvalidInput => libc::EINVAL,
@@ -49,6 +54,42 @@ impl ErrorKind {
             ErrorKind::Exists => libc::EEXIST,
             ErrorKind::Unsupported => libc::EOPNOTSUPP,
             ErrorKind::Fetch | ErrorKind::Command | ErrorKind::Io => libc::EIO,
+        }
+    }
+
+    /// A failed system call or file operation; keeps its errno.
+    fn from_io(err: &std::io::Error) -> Self {
+        match err.raw_os_error() {
+            Some(libc::ENOENT) => ErrorKind::NotFound,
+            Some(libc::EBUSY) => ErrorKind::Busy,
+            Some(libc::EEXIST) => ErrorKind::Exists,
+            Some(libc::EINVAL) => ErrorKind::InvalidInput,
+            _ => ErrorKind::Io,
+        }
+    }
+
+    /// A fetch is EIO whatever its cause. Otherwise an I/O source keeps its
+    /// own errno, a store error the store's mapping (a missing chunk is
+    /// EIO) and an flist error the flist's (a missing entry is ENOENT, a
+    /// wrong type ENOTDIR / EINVAL, a damaged flist EIO).
+    fn source_errno(self, source: &(dyn std::error::Error + 'static)) -> Option<i32> {
+        if self == ErrorKind::Fetch {
+            return Some(libc::EIO);
+        }
+        if let Some(e) = source.downcast_ref::<zosfs_flist::Error>() {
+            return Some(e.kind().errno());
+        }
+        os_errno(source).or_else(|| source.downcast_ref::<zosfs_store::Error>().map(|e| e.errno()))
+    }
+}
+
+impl FromStoreKind for ErrorKind {
+    fn from_store_kind(kind: zosfs_store::ErrorKind) -> Self {
+        use zosfs_store::ErrorKind as K;
+        match kind {
+            K::InvalidInput => ErrorKind::InvalidInput,
+            K::NotFound | K::Corrupt | K::Unavailable | K::Protocol | K::Quorum => ErrorKind::Fetch,
+            K::PermissionDenied | K::NoSpace | K::Io => ErrorKind::Io,
         }
     }
 }
@@ -59,110 +100,22 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
-
 /// Error of every fsmount operation.
-#[derive(Debug, thiserror::Error)]
-#[error("{context}")]
-pub struct Error {
-    kind: ErrorKind,
-    context: String,
-    #[source]
-    source: Option<Source>,
-}
-
-impl Error {
-    pub fn new(kind: ErrorKind, context: impl Into<String>) -> Self {
-        Error { kind, context: context.into(), source: None }
-    }
-
-    pub fn with_source(
-        kind: ErrorKind,
-        context: impl Into<String>,
-        source: impl Into<Source>,
-    ) -> Self {
-        Error { kind, context: context.into(), source: Some(source.into()) }
-    }
-
-    /// A failed system call or file operation; keeps its errno.
-    pub fn io(context: impl Into<String>, err: std::io::Error) -> Self {
-        let kind = match err.raw_os_error() {
-            Some(libc::ENOENT) => ErrorKind::NotFound,
-            Some(libc::EBUSY) => ErrorKind::Busy,
-            Some(libc::EEXIST) => ErrorKind::Exists,
-            Some(libc::EINVAL) => ErrorKind::InvalidInput,
-            _ => ErrorKind::Io,
-        };
-        Error::with_source(kind, context, err)
-    }
-
-    /// The last OS error of a system call.
-    pub fn last_os(context: impl Into<String>) -> Self {
-        Error::io(context, std::io::Error::last_os_error())
-    }
-
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    /// errno for the FUSE edge. A store error keeps the store's mapping
-    /// (a missing chunk is EIO); an I/O source keeps its own errno.
-    pub fn errno(&self) -> i32 {
-        if self.kind == ErrorKind::Fetch {
-            return libc::EIO;
-        }
-        if let Some(src) = &self.source {
-            if let Some(io) = src.downcast_ref::<std::io::Error>() {
-                if let Some(code) = io.raw_os_error() {
-                    return code;
-                }
-            }
-            if let Some(st) = src.downcast_ref::<zosfs_store::Error>() {
-                return st.errno();
-            }
-        }
-        self.kind.errno()
-    }
-
-    /// Prefix more context, keeping kind and source.
-    pub fn context_prefix(mut self, what: impl fmt::Display) -> Self {
-        self.context = format!("{what}: {}", self.context);
-        self
-    }
-}
-
-impl From<zosfs_store::Error> for Error {
-    fn from(e: zosfs_store::Error) -> Self {
-        let kind = match e.kind() {
-            zosfs_store::ErrorKind::InvalidInput => ErrorKind::InvalidInput,
-            zosfs_store::ErrorKind::NotFound
-            | zosfs_store::ErrorKind::Corrupt
-            | zosfs_store::ErrorKind::Unavailable
-            | zosfs_store::ErrorKind::Protocol
-            | zosfs_store::ErrorKind::Quorum => ErrorKind::Fetch,
-            _ => ErrorKind::Io,
-        };
-        let context = e.to_string();
-        Error::with_source(kind, context, e)
-    }
-}
+pub type Error = Failure<ErrorKind>;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// An error and its sources on one line ("context: cause: cause").
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(x) = cur {
-        let t = x.to_string();
-        // Store errors repeat their context in Display: skip exact repeats.
-        if !s.ends_with(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = x.source();
-    }
-    s
+/// An flist error under fsmount's kinds, adding no text (the flist error
+/// names its path); its errno stays the flist's.
+pub(crate) fn flist_err(e: zosfs_flist::Error) -> Error {
+    use zosfs_flist::ErrorKind as K;
+    let kind = match e.kind() {
+        K::NotFound => ErrorKind::NotFound,
+        K::InvalidInput => ErrorKind::InvalidInput,
+        K::Store => ErrorKind::Fetch,
+        _ => ErrorKind::Io,
+    };
+    Error::wrap(kind, e)
 }
 
 /// Shorthand for bad input.

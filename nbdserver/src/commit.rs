@@ -3,20 +3,20 @@
 //! zeroed where the base had data) are encoded and uploaded; every other
 //! chunk reuses the base's reference, and all-zero chunks share one blob.
 //! The upload goes through the router, so it is replicated like a pack.
+//! A served export commits through [`Export::commit`](crate::server::Export::commit).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use futures::{StreamExt, TryStreamExt};
 use zosfs_flist::pack::builder::{Attrs, Builder};
-use zosfs_flist::{Chunking, Codec, Header, Kind, Writer};
-use zosfs_store::lazy::Origin;
+use zosfs_flist::source::Piece;
+use zosfs_flist::{Chunking, Codec, DataChunk, Header, Kind, Writer};
 use zosfs_store::{ChunkRef, DynStore};
 
 use crate::device::lazy::LazyDevice;
 use crate::device::{ReadPiece, is_zero};
-use crate::error::{Error, ErrorKind, Result};
-use crate::server::Export;
+use crate::error::{Error, ErrorKind, Result, invalid};
 
 /// Uploads in flight during a commit.
 const UPLOAD_DEPTH: usize = 8;
@@ -35,10 +35,10 @@ pub struct CommitReport {
     pub size: u64,
 }
 
-/// Where the device came from: the base's chunk origins (None: blank).
+/// Where the device came from: the base's pieces (None: blank).
 pub struct CommitInput<'a> {
     pub device: &'a LazyDevice,
-    pub base: Option<&'a [Origin]>,
+    pub base: Option<&'a [Piece]>,
     /// Header to start from (the base flist's), or None for a fresh one.
     pub header: Option<Header>,
     /// Path of the file in the new flist, e.g. `/disk.raw`.
@@ -90,28 +90,6 @@ async fn chunk_plain(dev: &LazyDevice, off: u64, len: u32) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Commit an export as it is now: changes to its content wait until the
-/// new flist is written (reads go on), so the image is one point in time
-/// even while clients are connected.
-pub async fn commit_export(export: &Export, out: &Path) -> Result<CommitReport> {
-    let store = export.store.clone().ok_or_else(|| {
-        Error::invalid(format!(
-            "export {}: commit needs a store to upload to (--store)",
-            export.name
-        ))
-    })?;
-    let _paused = export.device.pause_changes().await;
-    let input = CommitInput {
-        device: &export.device,
-        base: export.image.as_ref().map(|i| i.origins.as_slice()),
-        header: export.image.as_ref().map(|i| i.header.clone()),
-        file_path: export.spec.device.file_path(),
-        store,
-        routes: export.routes.clone(),
-    };
-    commit(input, out).await
-}
-
 impl std::fmt::Display for CommitReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -136,7 +114,7 @@ pub async fn commit(input: CommitInput<'_>, out: &Path) -> Result<CommitReport> 
     for i in (0..n).filter(|i| !dirty.contains(i)) {
         let len = layout.len_of(i) as u32;
         match input.base.and_then(|b| b.get(i as usize)) {
-            Some(Origin::Chunk(r)) => {
+            Some(Piece::Chunk(DataChunk::Zck1(r))) => {
                 refs[i as usize] = Some(*r);
                 report.reused += 1;
             }
@@ -226,7 +204,7 @@ async fn write_flist(
         let names: Vec<&[u8]> =
             file_path.split('/').filter(|c| !c.is_empty()).map(str::as_bytes).collect();
         if names.is_empty() {
-            return Err(Error::invalid(format!("{file_path:?} names no file")));
+            return Err(invalid(format!("{file_path:?} names no file")));
         }
         let mtime_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

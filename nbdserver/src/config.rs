@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::device::spec::{ExportSpec, parse_size};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, invalid};
 use crate::server::tls::TlsFiles;
 
 /// Background fill of image devices.
@@ -53,7 +53,7 @@ impl std::str::FromStr for FillMode {
         match s {
             "none" => Ok(FillMode::None),
             "background" => Ok(FillMode::Background),
-            _ => Err(Error::invalid(format!("fill mode {s:?}: expected none or background"))),
+            _ => Err(invalid(format!("fill mode {s:?}: expected none or background"))),
         }
     }
 }
@@ -112,9 +112,8 @@ impl ConfigFile {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("read config {}", path.display()), e))?;
-        toml::from_str(&text).map_err(|e| {
-            Error::invalid(format!("config {}: {}", path.display(), e.message().trim()))
-        })
+        toml::from_str(&text)
+            .map_err(|e| invalid(format!("config {}: {}", path.display(), e.message().trim())))
     }
 
     /// The exports this file declares, parsed.
@@ -136,7 +135,7 @@ pub fn check_unique(specs: &[ExportSpec]) -> Result<()> {
     let mut names = std::collections::BTreeSet::new();
     for s in specs {
         if !names.insert(s.name.as_str()) {
-            return Err(Error::invalid(format!("export {:?} is given twice", s.name)));
+            return Err(invalid(format!("export {:?} is given twice", s.name)));
         }
     }
     Ok(())

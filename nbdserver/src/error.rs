@@ -1,8 +1,10 @@
-//! The one public error type of nbdserver: a kind (mapped to an NBD error
-//! value at exactly one edge, [`Error::nbd_code`]), a context naming what
-//! was being done, and an optional source.
+//! nbdserver's kinds of [`Failure`] (the error shape every zosfs crate
+//! shares, see `zosfs_store::error`): mapped to an NBD error value at
+//! exactly one edge, [`ErrorKind::nbd_code`].
 
 use std::fmt;
+
+use zosfs_store::error::{Failure, FromStoreKind, Kind};
 
 use crate::proto::ErrorCode;
 
@@ -36,63 +38,10 @@ impl ErrorKind {
             ErrorKind::Shutdown => "shutting down",
         }
     }
-}
 
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-#[derive(Debug, thiserror::Error)]
-#[error("{context}: {kind}")]
-pub struct Error {
-    kind: ErrorKind,
-    context: String,
-    #[source]
-    source: Option<Source>,
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    pub fn new(kind: ErrorKind, context: impl Into<String>) -> Self {
-        Error { kind, context: context.into(), source: None }
-    }
-
-    pub fn with_source(
-        kind: ErrorKind,
-        context: impl Into<String>,
-        source: impl Into<Source>,
-    ) -> Self {
-        Error { kind, context: context.into(), source: Some(source.into()) }
-    }
-
-    pub fn invalid(context: impl Into<String>) -> Self {
-        Error::new(ErrorKind::InvalidInput, context)
-    }
-
-    /// A local I/O error, classified by errno (ENOSPC/EDQUOT/EFBIG stay
-    /// "no space", EOPNOTSUPP becomes "unsupported").
-    pub fn io(context: impl Into<String>, err: std::io::Error) -> Self {
-        let kind = match err.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => ErrorKind::NoSpace,
-            Some(libc::EOPNOTSUPP) => ErrorKind::Unsupported,
-            Some(libc::EROFS) | Some(libc::EPERM) => ErrorKind::ReadOnly,
-            _ => ErrorKind::Io,
-        };
-        Error::with_source(kind, context, err)
-    }
-
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    /// The NBD error value sent to the client for this error.
-    pub fn nbd_code(&self) -> ErrorCode {
-        match self.kind {
+    /// The NBD error value sent to the client for this kind.
+    pub fn nbd_code(self) -> ErrorCode {
+        match self {
             ErrorKind::InvalidInput | ErrorKind::Protocol => ErrorCode::Invalid,
             ErrorKind::ReadOnly => ErrorCode::Perm,
             ErrorKind::NoSpace => ErrorCode::NoSpace,
@@ -101,30 +50,37 @@ impl Error {
             ErrorKind::Shutdown => ErrorCode::Shutdown,
         }
     }
+}
 
-    /// Prefix more context, keeping kind and source.
-    pub fn context_prefix(mut self, what: impl fmt::Display) -> Self {
-        self.context = format!("{what}: {}", self.context);
-        self
+impl Kind for ErrorKind {
+    /// The errno of the NBD error value (NBD's values are errnos).
+    fn errno(self) -> i32 {
+        match self {
+            ErrorKind::InvalidInput | ErrorKind::Protocol => libc::EINVAL,
+            ErrorKind::ReadOnly => libc::EPERM,
+            ErrorKind::NoSpace => libc::ENOSPC,
+            ErrorKind::Unsupported => libc::EOPNOTSUPP,
+            ErrorKind::Io => libc::EIO,
+            ErrorKind::Shutdown => libc::ESHUTDOWN,
+        }
     }
 
-    /// The whole chain on one line, for logs and error messages.
-    pub fn chain(&self) -> String {
-        let mut s = self.to_string();
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(self);
-        while let Some(e) = cur {
-            s.push_str(": ");
-            s.push_str(&e.to_string());
-            cur = e.source();
+    /// ENOSPC/EDQUOT/EFBIG stay "no space", EOPNOTSUPP becomes
+    /// "unsupported", EROFS/EPERM "read-only".
+    fn from_io(err: &std::io::Error) -> Self {
+        match err.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => ErrorKind::NoSpace,
+            Some(libc::EOPNOTSUPP) => ErrorKind::Unsupported,
+            Some(libc::EROFS) | Some(libc::EPERM) => ErrorKind::ReadOnly,
+            _ => ErrorKind::Io,
         }
-        s
     }
 }
 
-impl From<zosfs_store::Error> for Error {
-    fn from(e: zosfs_store::Error) -> Self {
+impl FromStoreKind for ErrorKind {
+    fn from_store_kind(kind: zosfs_store::ErrorKind) -> Self {
         use zosfs_store::ErrorKind as K;
-        let kind = match e.kind() {
+        match kind {
             K::InvalidInput => ErrorKind::InvalidInput,
             K::PermissionDenied => ErrorKind::ReadOnly,
             K::NoSpace => ErrorKind::NoSpace,
@@ -133,9 +89,29 @@ impl From<zosfs_store::Error> for Error {
             K::NotFound | K::Corrupt | K::Unavailable | K::Protocol | K::Quorum | K::Io => {
                 ErrorKind::Io
             }
-        };
-        Error::with_source(kind, "chunk store", e)
+        }
     }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub type Error = Failure<ErrorKind>;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An flist error (opening an image, its stores) as a bad export spec,
+/// adding no text.
+pub fn flist_err(e: zosfs_flist::Error) -> Error {
+    Error::wrap(ErrorKind::InvalidInput, e)
+}
+
+/// Shorthand for a bad argument, configuration or request.
+pub fn invalid(context: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidInput, context)
 }
 
 #[cfg(test)]
@@ -145,11 +121,14 @@ mod tests {
     #[test]
     fn nbd_codes() {
         let e = Error::io("write", std::io::Error::from_raw_os_error(libc::ENOSPC));
-        assert_eq!(e.nbd_code(), ErrorCode::NoSpace);
+        assert_eq!(e.kind().nbd_code(), ErrorCode::NoSpace);
         let e = Error::io("read", std::io::Error::from_raw_os_error(libc::EBADF));
-        assert_eq!(e.nbd_code(), ErrorCode::Io);
+        assert_eq!(e.kind().nbd_code(), ErrorCode::Io);
         assert!(e.chain().contains("read: I/O error: "));
         let s = zosfs_store::Error::new(zosfs_store::ErrorKind::Unavailable, "zdb://h:1/ns");
-        assert_eq!(Error::from(s).nbd_code(), ErrorCode::Io);
+        let e = Error::from(s);
+        assert_eq!(e.kind().nbd_code(), ErrorCode::Io);
+        // The conversion adds no text of its own.
+        assert_eq!(e.chain(), "zdb://h:1/ns: unavailable");
     }
 }

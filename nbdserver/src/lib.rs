@@ -14,7 +14,7 @@
 //! * [`commit`] — a device's content as a new image flist.
 //! * [`config`] — the TOML configuration file.
 //! * [`error`] — the crate's one error type, mapped to NBD error values at
-//!   one edge ([`error::Error::nbd_code`]).
+//!   one edge ([`error::ErrorKind::nbd_code`]).
 
 pub mod commit;
 pub mod config;

@@ -50,7 +50,7 @@ pub fn quick_opts() -> OpenOptions {
 /// Open one backend from a URL string.
 pub async fn open(url: &str, opts: &OpenOptions) -> zosfs_store::Result<DynStore> {
     let u: StoreUrl = url.parse()?;
-    zosfs_store::backend::open_backend(&u, opts).await
+    zosfs_store::open_backend(&u, opts).await
 }
 
 /// Distinct, deterministic test chunks of about `size` bytes.

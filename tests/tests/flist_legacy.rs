@@ -28,10 +28,8 @@ fn rfs_tree(root: &Path) -> Result<()> {
 
 fn write_fixture(src: &Path, fl: &Path, store: &Path) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
-    let s: std::sync::Arc<dyn ChunkStore> = rt.block_on(zosfs_store::backend::open_backend(
-        &dir_url(store).parse()?,
-        &Default::default(),
-    ))?;
+    let s: std::sync::Arc<dyn ChunkStore> =
+        rt.block_on(zosfs_store::open_backend(&dir_url(store).parse()?, &Default::default()))?;
     zosfs_flist::legacy::rfs::write_fl(
         src,
         fl,
@@ -181,10 +179,8 @@ fn zerofs_tree(root: &Path) -> Result<()> {
 fn write_zerofs_fixture(src: &Path, out: &Path, store: &Path) -> Result<()> {
     use zosfs_flist::legacy::zerofs::{WriteOptions, write_flist};
     let rt = tokio::runtime::Runtime::new()?;
-    let s: std::sync::Arc<dyn ChunkStore> = rt.block_on(zosfs_store::backend::open_backend(
-        &dir_url(store).parse()?,
-        &Default::default(),
-    ))?;
+    let s: std::sync::Arc<dyn ChunkStore> =
+        rt.block_on(zosfs_store::open_backend(&dir_url(store).parse()?, &Default::default()))?;
     let opts = WriteOptions {
         backend: Some(("hub.example".into(), 9900, "ns".into(), "hunter2".into())),
         tags: vec![("entrypoint".into(), "/bin/sh".into())],

@@ -396,10 +396,8 @@ fn an_rfs_fl_mounts_like_its_source() -> Result<()> {
     let store = env.path().join("store");
     let fl = env.path().join("image.fl");
     let rt = tokio::runtime::Runtime::new()?;
-    let s = rt.block_on(zosfs_store::backend::open_backend(
-        &dir_url(&store).parse()?,
-        &Default::default(),
-    ))?;
+    let s =
+        rt.block_on(zosfs_store::open_backend(&dir_url(&store).parse()?, &Default::default()))?;
     zosfs_flist::legacy::rfs::write_fl(&src, &fl, &*s, rt.handle(), &[dir_url(&store)], &[])?;
     drop(rt);
 

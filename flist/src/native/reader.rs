@@ -52,11 +52,13 @@ impl Flist {
         if path.is_dir() {
             return Flist::open_dir(path);
         }
+        // Unpacking names `path` (or the cache) in its errors; the check
+        // sees only the unpacked copy, so it names `path` itself.
         let dir = archive::unpack_cached(path, &opts.cache_dir, |d| {
-            let f = Flist::open_dir(d)?;
-            f.check_all_blocks().map_err(|e| e.context_prefix(path.display()))
-        })
-        .map_err(|e| e.context_prefix(format!("open flist {}", path.display())))?;
+            Flist::open_dir(d)
+                .and_then(|f| f.check_all_blocks())
+                .map_err(|e| e.context_prefix(path.display()))
+        })?;
         Flist::open_dir(&dir)
     }
 

@@ -80,10 +80,10 @@ impl Content for LazyContent {
         self.count(offset, len);
         // Fetches this read (and its read-ahead) starts count for our mount.
         self.source.attribution.set(&self.counters);
-        let data = self.lf.read(offset, len as usize).map_err(|e| {
-            // Whatever failed, the entry exists and its data did not arrive.
-            Error::with_source(ErrorKind::Fetch, format!("read at {offset}"), e)
-        })?;
+        // Whatever failed, the entry exists and its data did not arrive.
+        // The caller names the inode and offset.
+        let data =
+            self.lf.read(offset, len as usize).map_err(|e| Error::wrap(ErrorKind::Fetch, e))?;
         buf[..data.len()].copy_from_slice(&data);
         Ok(data.len())
     }

@@ -31,9 +31,10 @@ use zosfs_flist::content::Store;
 use zosfs_store::lazy::{LazyFile, LazyOptions};
 
 pub use content::{EmptyContent, LazyContent};
-use source::{FlistSource, content_id};
+use source::FlistSource;
+use zosfs_flist::source::{FileChunks, content_id};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, flist_err};
 use crate::stats::Counters;
 
 /// Contents `CACHE/contents/<hex>` and unpacked flists `CACHE/flists`.
@@ -209,9 +210,10 @@ impl ContentCache {
         // Open under the lock: a second opener of the same content must not
         // race us to the file (LazyFile files are flock'ed). Opening reads
         // one small state file.
+        let chunks = FileChunks::content(chunks).map_err(flist_err)?;
         let source = Arc::new(FlistSource::new(store.clone(), chunks));
         source.attribution.set(counters);
-        let layout = source.layout().map_err(Error::from)?;
+        let layout = source.layout();
         let path = self.data_path(&id);
         let opts = LazyOptions {
             readahead: READAHEAD,

@@ -252,14 +252,14 @@ pub fn run(a: MountArgs, ctx: &Ctx) -> Result<ExitCode> {
             };
         }
         Err(e) => {
-            readiness.failed(&crate::error::chain(&e));
+            readiness.failed(&e.chain());
             return Err(e.into());
         }
     };
     let what = match server.mount(&spec) {
         Ok(w) => w,
         Err(e) => {
-            let msg = crate::error::chain(&e);
+            let msg = e.chain();
             tracing::error!("mount {} failed: {msg}", spec.mountpoint.display());
             readiness.failed(&msg);
             bail!("{msg}");

@@ -291,7 +291,7 @@ impl Filesystem for FuseFs {
                 reply.data(&buf[..n])
             }
             Err(e) => {
-                tracing::warn!("read inode {} at {offset}: {e}", self.ino(_ino));
+                tracing::warn!("read inode {} at {offset}: {}", self.ino(_ino), e.chain());
                 reply.error(errno(&e))
             }
         }

@@ -313,7 +313,7 @@ impl Server {
         };
         match res {
             Ok(body) => Answer::Ok(body),
-            Err(e) => Answer::Error(crate::error::chain(&e)),
+            Err(e) => Answer::Error(e.chain()),
         }
     }
 

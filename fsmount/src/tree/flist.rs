@@ -14,13 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use zosfs_flist::content::{RawStores, Store};
+use zosfs_flist::content::Store;
 use zosfs_flist::legacy::open_any;
-use zosfs_flist::{Codec, Inode, OpenOptions, Tree as FlistReader};
+use zosfs_flist::stores::StoreOpener;
+use zosfs_flist::{Inode, OpenOptions, Tree as FlistReader};
 
 use super::{Attr, Content, DirEntry, Ino, Kind, Tree, TreeStats};
 use crate::cache::ContentCache;
-use crate::error::{Error, ErrorKind, Result, invalid};
+use crate::error::{Error, ErrorKind, Result, flist_err};
 use crate::stats::Counters;
 
 pub struct FlistTree {
@@ -28,27 +29,6 @@ pub struct FlistTree {
     store: Store,
     cache: Arc<ContentCache>,
     counters: Arc<Counters>,
-}
-
-/// An flist error at the FUSE edge: a missing entry is ENOENT, a wrong
-/// type ENOTDIR / EINVAL, a damaged flist or a store failure EIO.
-pub(crate) fn flist_err(e: zosfs_flist::Error) -> Error {
-    use zosfs_flist::ErrorKind as K;
-    let code = e.kind().errno();
-    let kind = match e.kind() {
-        K::NotFound => ErrorKind::NotFound,
-        K::InvalidInput => ErrorKind::InvalidInput,
-        K::Store => ErrorKind::Fetch,
-        _ => ErrorKind::Io,
-    };
-    let context = zosfs_flist::Error::to_string(&e);
-    match kind {
-        // Keep the precise errno (ENOTDIR, EINVAL) for the kernel.
-        ErrorKind::Io if code != libc::EIO => {
-            Error::with_source(kind, context, std::io::Error::from_raw_os_error(code))
-        }
-        _ => Error::with_source(kind, context, e),
-    }
 }
 
 fn time(ns: i64) -> SystemTime {
@@ -97,18 +77,15 @@ impl FlistTree {
         counters: Arc<Counters>,
     ) -> Result<FlistTree> {
         let opts = OpenOptions { cache_dir: cache.flists_dir() };
-        let reader = open_any(path, &opts)
-            .map_err(|e| flist_err(e).context_prefix(format!("open flist {}", path.display())))?;
-        let urls: Vec<String> =
-            if stores.is_empty() { reader.header().routes.clone() } else { stores.to_vec() };
-        if urls.is_empty() {
-            return Err(invalid(format!(
-                "{}: the flist records no store route; give --store URL",
-                path.display()
-            )));
-        }
-        let store = open_store(&cache, &urls, reader.header().codec)
-            .map_err(|e| e.context_prefix(format!("stores of {}", path.display())))?;
+        // The flist crate's errors name `path`.
+        let reader = open_any(path, &opts).map_err(flist_err)?;
+        let mut cfg = zosfs_store::RouterConfig::default();
+        cfg.open.pool_size = crate::cache::FETCH_DEPTH;
+        let opener = StoreOpener::new(stores.to_vec(), cfg);
+        let (_, store) = cache
+            .runtime()
+            .block_on(opener.open_for(reader.header()))
+            .map_err(|e| flist_err(e).context_prefix(format!("stores of {}", path.display())))?;
         Ok(FlistTree { reader, store, cache, counters })
     }
 
@@ -127,23 +104,6 @@ impl FlistTree {
             .map_err(|e| Error::io("spawn prefetch thread", e))?;
         Ok(())
     }
-}
-
-fn open_store(cache: &ContentCache, urls: &[String], codec: Codec) -> Result<Store> {
-    let rt = cache.runtime();
-    if codec != Codec::Zck1 {
-        // Legacy chunk ids are not BLAKE3: the chunk decoder checks them.
-        let parsed = urls
-            .iter()
-            .map(|u| u.parse::<zosfs_store::StoreUrl>())
-            .collect::<zosfs_store::Result<Vec<_>>>()?;
-        let raw = rt.block_on(RawStores::open(&parsed)).map_err(flist_err)?;
-        return Ok(Arc::new(raw));
-    }
-    let mut cfg = zosfs_store::RouterConfig::default();
-    cfg.open.pool_size = crate::cache::FETCH_DEPTH;
-    let r = rt.block_on(zosfs_store::router::open_urls(urls, &cfg))?;
-    Ok(r)
 }
 
 /// Files filled at once by `--prefetch all` (small files are mostly round
@@ -187,7 +147,7 @@ fn prefetch_all(tree: Weak<FlistTree>, bandwidth: Option<u64>) {
             Ok(zosfs_flist::Step::Continue)
         });
         if let Err(e) = res {
-            tracing::error!("prefetch: walking the flist failed: {e}");
+            tracing::error!("prefetch: walking the flist failed: {}", e.chain());
             return;
         }
         files
@@ -212,7 +172,7 @@ fn prefetch_all(tree: Weak<FlistTree>, bandwidth: Option<u64>) {
                     match res {
                         Ok(()) => done.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
-                            tracing::warn!("prefetch of inode {ino}: {e}");
+                            tracing::warn!("prefetch of inode {ino}: {}", e.chain());
                             failed.fetch_add(1, Ordering::Relaxed)
                         }
                     };
@@ -279,5 +239,38 @@ impl Tree for FlistTree {
     fn stats(&self) -> TreeStats {
         // Counting would scan the whole flist: statfs shows no usage.
         TreeStats::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How often `what` appears in `text`.
+    fn count(text: &str, what: &str) -> usize {
+        text.matches(what).count()
+    }
+
+    #[test]
+    fn open_errors_name_the_flist_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(ContentCache::open(&dir.path().join("cache"), None).unwrap());
+        let counters = Arc::new(Counters::default());
+        let missing = dir.path().join("nope.flist");
+        let garbage = dir.path().join("garbage.flist");
+        std::fs::write(&garbage, b"not an flist at all").unwrap();
+        for (path, kind) in [(&missing, ErrorKind::NotFound), (&garbage, ErrorKind::Io)] {
+            let e = match FlistTree::open(path, &[], cache.clone(), counters.clone()) {
+                Ok(_) => panic!("{} opened", path.display()),
+                Err(e) => e,
+            };
+            let msg = e.chain();
+            assert_eq!(count(&msg, &path.display().to_string()), 1, "{msg}");
+            assert_eq!(e.kind(), kind, "{msg}");
+        }
+        let e = FlistTree::open(&missing, &[], cache, counters).err().unwrap();
+        assert_eq!(e.errno(), libc::ENOENT);
+        let msg = e.chain();
+        assert!(msg.starts_with(&format!("open {}: not found: ", missing.display())), "{msg}");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use crate::error::{Result, invalid};
 
 /// What backs an export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub struct ExportSpec {
 pub fn check_export_name(name: &str) -> Result<()> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if name.is_empty() || name.len() > 64 || name.starts_with('.') || !name.chars().all(ok_char) {
-        return Err(Error::invalid(format!(
+        return Err(invalid(format!(
             "export name {name:?} must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"
         )));
     }
@@ -41,9 +41,8 @@ pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, suffix) = t.split_at(digits);
-    let bad = || {
-        Error::invalid(format!("size {s:?}: expected a number with an optional K/M/G/T/P suffix"))
-    };
+    let bad =
+        || invalid(format!("size {s:?}: expected a number with an optional K/M/G/T/P suffix"));
     let n: u64 = num.parse().map_err(|_| bad())?;
     let shift = match suffix.trim_end_matches("iB").trim_end_matches('B') {
         "" => 0,
@@ -56,10 +55,10 @@ pub fn parse_size(s: &str) -> Result<u64> {
     };
     let size = n
         .checked_mul(1u64 << shift)
-        .ok_or_else(|| Error::invalid(format!("size {s:?} does not fit in 64 bits")))?;
+        .ok_or_else(|| invalid(format!("size {s:?} does not fit in 64 bits")))?;
     // Offsets are u64 on the wire, but the sparse file's size is an i64.
     if size == 0 || size > i64::MAX as u64 {
-        return Err(Error::invalid(format!("size {s:?} must be between 1 byte and 8 EiB")));
+        return Err(invalid(format!("size {s:?} must be between 1 byte and 8 EiB")));
     }
     Ok(size)
 }
@@ -75,7 +74,7 @@ impl DeviceSpec {
                 return Ok(DeviceSpec::Image { flist: flist.into(), path: format!("/{path}") });
             }
         }
-        Err(Error::invalid(format!(
+        Err(invalid(format!(
             "device {s:?}: expected blank:SIZE (e.g. blank:10G) or IMAGE.flist:/path/in/flist"
         )))
     }
@@ -103,7 +102,7 @@ impl ExportSpec {
     pub fn parse(s: &str, read_only: bool) -> Result<Self> {
         let (name, dev) = s
             .split_once('=')
-            .ok_or_else(|| Error::invalid(format!("export {s:?}: expected NAME=SPEC")))?;
+            .ok_or_else(|| invalid(format!("export {s:?}: expected NAME=SPEC")))?;
         check_export_name(name)?;
         Ok(ExportSpec { name: name.to_string(), device: DeviceSpec::parse(dev)?, read_only })
     }

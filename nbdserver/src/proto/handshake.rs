@@ -4,7 +4,6 @@
 //! `server::negotiate` only sees well-formed options.
 
 use super::consts::*;
-use super::meta::MetaContext;
 use super::wire::{Put, Reader};
 
 /// The 18 bytes the server sends first: NBDMAGIC, IHAVEOPT, handshake flags
@@ -332,11 +331,13 @@ pub fn rep_info_block_size(option: u32, b: BlockSizes) -> Vec<u8> {
     option_reply(option, REP_INFO, &d)
 }
 
-/// `NBD_REP_META_CONTEXT`; LIST replies use id 0 as the spec asks.
-pub fn rep_meta_context(option: u32, id: u32, ctx: MetaContext) -> Vec<u8> {
+/// `NBD_REP_META_CONTEXT` for the context called `name`
+/// ([`MetaContext::name`](super::meta::MetaContext::name)); LIST replies
+/// use id 0 as the spec asks.
+pub fn rep_meta_context(option: u32, id: u32, name: &str) -> Vec<u8> {
     let mut d = Vec::new();
     d.put_u32(id);
-    d.extend_from_slice(ctx.name().as_bytes());
+    d.extend_from_slice(name.as_bytes());
     option_reply(option, REP_META_CONTEXT, &d)
 }
 

@@ -53,7 +53,7 @@ async fn commit(table: &ExportTable, args: &str) -> String {
         return format!("error: no export named {name:?}\n");
     };
     tracing::info!("commit of {name} to {} requested", path.display());
-    match crate::commit::commit_export(&export, path).await {
+    match export.commit(path).await {
         Ok(r) => format!("committed {name} ({r}) -> {}\n", path.display()),
         Err(e) => format!("error: commit {name}: {}\n", e.chain()),
     }

@@ -34,7 +34,7 @@ pub fn error_reply(s: &Session, cookie: u64, code: ErrorCode, message: &str) -> 
 
 fn failed(s: &Session, cookie: u64, e: &Error) -> Vec<Bytes> {
     tracing::debug!("request {cookie:#x} failed: {}", e.chain());
-    error_reply(s, cookie, e.nbd_code(), &e.to_string())
+    error_reply(s, cookie, e.kind().nbd_code(), &e.to_string())
 }
 
 /// Execute `cmd` on the export's device (`payload`: the data of a WRITE),

@@ -3,21 +3,23 @@
 //! as a whole (config reload) without disturbing connections already in
 //! transmission, which hold their own `Arc<Export>`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use tokio::sync::Mutex as AsyncMutex;
+use zosfs_flist::Codec;
+use zosfs_flist::source::FileSource;
+use zosfs_flist::stores::StoreOpener;
 use zosfs_store::DynStore;
 use zosfs_store::engine::IoEngine;
-use zosfs_store::lazy::{BlankSource, ChunkSource, Layout, LazyFile, LazyOptions, StoreSource};
+use zosfs_store::lazy::{BlankSource, ChunkSource, Layout, LazyFile, LazyOptions};
 
-use super::stats::ExportCounters;
+use super::counters::ExportCounters;
+use crate::commit::{CommitInput, CommitReport, commit};
 use crate::device::BlockDevice;
 use crate::device::image::Image;
 use crate::device::lazy::LazyDevice;
 use crate::device::spec::{DeviceSpec, ExportSpec};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, flist_err, invalid};
 use crate::proto::consts::*;
 
 /// Chunk size of blank devices (the preferred block size they advertise).
@@ -42,6 +44,25 @@ pub struct Export {
 }
 
 impl Export {
+    /// Commit the export as it is now: changes to its content wait until
+    /// the new flist is written (reads go on), so the image is one point in
+    /// time even while clients are connected.
+    pub async fn commit(&self, out: &Path) -> Result<CommitReport> {
+        let store = self.store.clone().ok_or_else(|| {
+            invalid(format!("export {}: commit needs a store to upload to (--store)", self.name))
+        })?;
+        let _paused = self.device.pause_changes().await;
+        let input = CommitInput {
+            device: &self.device,
+            base: self.image.as_ref().map(|i| i.chunks.pieces()),
+            header: self.image.as_ref().map(|i| i.header.clone()),
+            file_path: self.spec.device.file_path(),
+            store,
+            routes: self.routes.clone(),
+        };
+        commit(input, out).await
+    }
+
     pub fn description(&self) -> String {
         let ro = if self.read_only { ", read-only" } else { "" };
         format!("{}{ro}", self.device.describe())
@@ -102,26 +123,22 @@ impl ExportTable {
 /// What opening exports needs: where caches live, the stores, the engine.
 pub struct Opener {
     pub cache_dir: PathBuf,
-    /// `--store` URLs; empty: an image's own routes (password-less stores).
-    pub store_urls: Vec<String>,
+    /// The `--store` URLs (empty: an image's own routes, password-less
+    /// stores), each store opened once and shared by the devices using it.
+    stores: StoreOpener,
     pub engine: Arc<dyn IoEngine>,
-    pub router: zosfs_store::RouterConfig,
     /// Chunk fetches in flight per device; also the connections per remote
     /// store, since a 0-db connection carries one request at a time.
     pub fetch_depth: usize,
-    /// Routers already opened, by URL list.
-    routers: AsyncMutex<HashMap<Vec<String>, DynStore>>,
 }
 
 impl Opener {
     pub fn new(cache_dir: &Path, store_urls: Vec<String>, engine: Arc<dyn IoEngine>) -> Self {
         let mut o = Opener {
             cache_dir: cache_dir.to_path_buf(),
-            store_urls,
+            stores: StoreOpener::new(store_urls, zosfs_store::RouterConfig::default()),
             engine,
-            router: zosfs_store::RouterConfig::default(),
             fetch_depth: 0,
-            routers: AsyncMutex::new(HashMap::new()),
         };
         o.set_fetch_depth(DEFAULT_FETCH_DEPTH);
         o
@@ -131,29 +148,16 @@ impl Opener {
     /// (at least 1). Takes effect for stores and devices opened later.
     pub fn set_fetch_depth(&mut self, depth: usize) {
         self.fetch_depth = depth.max(1);
-        self.router.open.pool_size = self.fetch_depth;
-    }
-
-    /// The router over `urls` (opened once, then shared).
-    pub async fn store(&self, urls: &[String]) -> Result<DynStore> {
-        if urls.is_empty() {
-            return Err(Error::invalid("no store: give --store URL"));
-        }
-        let mut map = self.routers.lock().await;
-        if let Some(s) = map.get(urls) {
-            return Ok(s.clone());
-        }
-        let r: DynStore = zosfs_store::router::open_urls(urls, &self.router).await?;
-        map.insert(urls.to_vec(), r.clone());
-        Ok(r)
+        self.stores.config_mut().open.pool_size = self.fetch_depth;
     }
 
     /// The store for `--store`, if any was given.
     pub async fn default_store(&self) -> Result<Option<DynStore>> {
-        if self.store_urls.is_empty() {
+        let given = self.stores.given();
+        if given.is_empty() {
             return Ok(None);
         }
-        self.store(&self.store_urls.clone()).await.map(Some)
+        self.stores.open(given, Codec::Zck1).await.map(Some).map_err(flist_err)
     }
 
     /// Where the flists of image exports are unpacked.
@@ -194,7 +198,7 @@ impl Opener {
                     Arc::new(BlankSource),
                     None,
                     store,
-                    self.store_urls.clone(),
+                    self.stores.given().to_vec(),
                     format!("blank thin disk of {size} bytes"),
                 )
             }
@@ -204,17 +208,13 @@ impl Opener {
                 let image = tokio::task::spawn_blocking(move || Image::open(&f, &p, &cache))
                     .await
                     .map_err(|e| Error::with_source(crate::ErrorKind::Io, "open flist", e))??;
-                let urls = if self.store_urls.is_empty() {
-                    image.header.routes.clone()
-                } else {
-                    self.store_urls.clone()
-                };
-                let store = self.store(&urls).await.map_err(|e| {
-                    Error::invalid(format!("{spec}: no usable store ({})", e.chain()))
+                let (urls, store) = self.stores.open_for(&image.header).await.map_err(|e| {
+                    flist_err(e).context_prefix(format!("{}: no usable store", spec.device))
                 })?;
-                let source = Arc::new(StoreSource::new(store.clone(), image.origins.clone()));
-                let what = format!("image {} of {} bytes", spec.device, image.layout.size());
-                (image.layout.clone(), source, Some(Arc::new(image)), Some(store), urls, what)
+                let source = Arc::new(FileSource::new(store.clone(), image.chunks.clone()));
+                let what = format!("image {} of {} bytes", spec.device, image.chunks.size());
+                let layout = image.chunks.layout().clone();
+                (layout, source, Some(Arc::new(image)), Some(store), urls, what)
             }
         };
         let path = self.data_path(&spec.name);
@@ -222,9 +222,8 @@ impl Opener {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         }
-        let lazy = LazyFile::open(&path, layout, source, opts)
-            .await
-            .map_err(|e| Error::from(e).context_prefix(format!("export {}", spec.name)))?;
+        // The caller names the export; the LazyFile its files.
+        let lazy = LazyFile::open(&path, layout, source, opts).await?;
         Ok(Export {
             name: spec.name.clone(),
             spec: spec.clone(),

@@ -4,9 +4,11 @@
 //!
 //! Layers: [`negotiate`] (handshake phase), [`transmission`] (request loop
 //! and reply writer), [`execute`] (command → device → reply), [`export`]
-//! (the export table). Wire formats are in `crate::proto`.
+//! (the export table), [`counters`] and their renderings in [`stats`].
+//! Wire formats are in `crate::proto`.
 
 pub mod control;
+pub mod counters;
 pub mod execute;
 pub mod export;
 pub mod negotiate;
@@ -31,7 +33,7 @@ pub use export::{Export, ExportTable, Opener};
 pub use transmission::Limits;
 
 use crate::device::BlockDevice;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, invalid};
 use negotiate::{Negotiated, Outcome, TlsState};
 use tls::Tls;
 use transmission::End;
@@ -119,7 +121,7 @@ impl Listener {
 fn bind_unix(path: &Path) -> Result<UnixListener> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(Error::invalid(format!("{} is in use by a server", path.display())));
+            return Err(invalid(format!("{} is in use by a server", path.display())));
         }
         std::fs::remove_file(path)
             .map_err(|e| Error::io(format!("remove stale {}", path.display()), e))?;

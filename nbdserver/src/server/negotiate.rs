@@ -245,7 +245,7 @@ fn handle(
                 Ok((export, contexts)) => {
                     for ctx in &contexts {
                         let id = if set { ctx.id() } else { 0 };
-                        out.extend(hs::rep_meta_context(code, id, *ctx));
+                        out.extend(hs::rep_meta_context(code, id, ctx.name()));
                     }
                     out.extend(hs::ack(code));
                     if set {

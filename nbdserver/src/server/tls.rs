@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio_rustls::TlsAcceptor;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, invalid};
 
 /// Where the certificates come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,9 +53,9 @@ fn certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
     let shown = path.display();
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
-        .map_err(|e| Error::invalid(format!("{what} {shown}: {e}")))?;
+        .map_err(|e| invalid(format!("{what} {shown}: {e}")))?;
     if certs.is_empty() {
-        return Err(Error::invalid(format!("{what} {shown}: no PEM certificate in it")));
+        return Err(invalid(format!("{what} {shown}: no PEM certificate in it")));
     }
     Ok(certs)
 }
@@ -64,7 +64,7 @@ impl Tls {
     pub fn load(files: &TlsFiles) -> Result<Tls> {
         let chain = certs(&files.cert, "TLS certificate")?;
         let key = PrivateKeyDer::from_pem_file(&files.key)
-            .map_err(|e| Error::invalid(format!("TLS key {}: {e}", files.key.display())))?;
+            .map_err(|e| invalid(format!("TLS key {}: {e}", files.key.display())))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()

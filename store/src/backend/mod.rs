@@ -1,4 +1,7 @@
-//! The `ChunkStore` trait and the backends behind store URLs.
+//! The `ChunkStore` trait, what every backend shares, and the `dir://` and
+//! in-memory stores. The other backends ([`local`](crate::local),
+//! [`node`](crate::node), [`remote`](crate::remote)) build on this module;
+//! [`open`](crate::open) picks one for a URL.
 //!
 //! Backends store opaque blobs under their [`ChunkId`]. They do not verify
 //! blobs on `get`; the [`Router`](crate::router::Router), through which every
@@ -14,7 +17,6 @@ use bytes::Bytes;
 
 use crate::chunk::ChunkId;
 use crate::error::Result;
-use crate::url::{Backend, StoreUrl};
 
 /// Counters a store can report (`chunkstore stat`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -145,16 +147,4 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + '
         Ok(h) => h.spawn_blocking(f).await.expect("blocking task panicked"),
         Err(_) => f(),
     }
-}
-
-/// Open one backend (no routing, no replication).
-pub async fn open_backend(url: &StoreUrl, opts: &OpenOptions) -> Result<DynStore> {
-    let name = url.redacted();
-    let store: DynStore = match &url.backend {
-        Backend::Dir { path } => Arc::new(dir::DirStore::open(path, name)?),
-        // Shared with every other process on the node (crate::node).
-        Backend::Local { path } => Arc::new(crate::node::NodeStore::open(path, opts)?),
-        Backend::Zdb { .. } | Backend::Redis { .. } => crate::remote::open(url, opts).await?,
-    };
-    Ok(store)
 }

@@ -17,7 +17,6 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::Inner;
-use super::journal::clone_error;
 use crate::error::{Error, Result};
 
 #[derive(Clone)]
@@ -117,6 +116,6 @@ fn ready(o: &Outcome) -> Option<Result<Ready>> {
         Outcome::Pending => None,
         Outcome::Content(b) => Some(Ok(Ready::Bytes(b.clone()))),
         Outcome::Written => Some(Ok(Ready::InFile)),
-        Outcome::Failed(e) => Some(Err(clone_error(e))),
+        Outcome::Failed(e) => Some(Err(e.duplicate())),
     }
 }

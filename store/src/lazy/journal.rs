@@ -197,7 +197,7 @@ impl Writer {
             tracing::error!("{}", e.chain());
         }
         for w in batch.waiters {
-            let _ = w.send(res.as_ref().map(|_| ()).map_err(clone_error));
+            let _ = w.send(res.as_ref().map(|_| ()).map_err(Error::duplicate));
         }
     }
 
@@ -264,11 +264,6 @@ fn runs(sorted: &[usize]) -> Vec<std::ops::Range<usize>> {
         }
     }
     out
-}
-
-/// `Error` is not `Clone`; waiters of one batch each get an equal copy.
-pub(crate) fn clone_error(e: &Error) -> Error {
-    Error::new(e.kind(), e.chain())
 }
 
 #[cfg(test)]

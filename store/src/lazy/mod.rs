@@ -55,7 +55,7 @@ pub use blocking::BlockingLazyFile;
 pub use layout::Layout;
 pub use prefetch::{Prefetch, PrefetchReport};
 pub use read::FileRange;
-pub use source::{BlankSource, ChunkSource, Origin, StoreSource};
+pub use source::{BlankSource, ChunkSource, Origin, StoreSource, origins_identity};
 pub use state::ChunkState;
 pub use stats::LazyStats;
 

@@ -63,24 +63,32 @@ pub struct StoreSource {
     identity: [u8; 32],
 }
 
-impl StoreSource {
-    pub fn new(store: DynStore, chunks: Vec<Origin>) -> StoreSource {
-        let mut h = blake3::Hasher::new();
-        h.update(b"zosfs-lazy-store-source-v1");
-        for c in &chunks {
-            match c {
-                Origin::Chunk(r) => {
-                    h.update(&[1]);
-                    h.update(r.id.as_bytes());
-                    h.update(&r.len.to_le_bytes());
-                }
-                Origin::Zeros(n) => {
-                    h.update(&[0]);
-                    h.update(&n.to_le_bytes());
-                }
+/// The [`ChunkSource::identity`] of chunks stored by `(id, key)` or known
+/// to be zeros: [`StoreSource`]'s, and that of any other source of such
+/// chunks whose caches must stay valid with it (flist image devices).
+pub fn origins_identity(chunks: &[Origin]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"zosfs-lazy-store-source-v1");
+    for c in chunks {
+        match c {
+            Origin::Chunk(r) => {
+                h.update(&[1]);
+                h.update(r.id.as_bytes());
+                h.update(&r.len.to_le_bytes());
+            }
+            Origin::Zeros(n) => {
+                h.update(&[0]);
+                h.update(&n.to_le_bytes());
             }
         }
-        StoreSource { store, chunks, identity: *h.finalize().as_bytes() }
+    }
+    *h.finalize().as_bytes()
+}
+
+impl StoreSource {
+    pub fn new(store: DynStore, chunks: Vec<Origin>) -> StoreSource {
+        let identity = origins_identity(&chunks);
+        StoreSource { store, chunks, identity }
     }
 
     /// The explicit layout these chunks tile.
@@ -103,28 +111,28 @@ impl ChunkSource for StoreSource {
         let Some(Origin::Chunk(r)) = self.chunks.get(index as usize).copied() else {
             return Ok(Bytes::from(vec![0u8; len]));
         };
+        // The LazyFile names the index in errors; we name the id.
         if r.len as usize != len {
             return Err(corrupt(format!(
-                "chunk {index} ({}) is {} bytes in the chunk list but {len} in the layout",
+                "chunk {} is {} bytes in the chunk list but {len} in the layout",
                 r.id, r.len
             )));
         }
         let blob = self.store.get(&r.id).await?.ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
-                format!("chunk {index} ({}) is in no store of {}", r.id, self.store.url()),
+                format!("chunk {} is in no store of {}", r.id, self.store.url()),
             )
         })?;
         // Hashing and decrypting a MiB is milliseconds of CPU: off the async workers.
         let plain = crate::backend::blocking(move || -> Result<Vec<u8>> {
             verify_blob(&r.id, &blob)?;
-            decode(&blob, &r.key)
+            decode(&blob, &r.key).map_err(|e| e.context_prefix(format!("chunk {}", r.id)))
         })
-        .await
-        .map_err(|e| e.context_prefix(format!("chunk {index}")))?;
+        .await?;
         if plain.len() != len {
             return Err(corrupt(format!(
-                "chunk {index} ({}) decodes to {} bytes, want {len}",
+                "chunk {} decodes to {} bytes, want {len}",
                 r.id,
                 plain.len()
             )));

@@ -249,7 +249,7 @@ impl Writer {
         if !sync_waiters.is_empty() {
             let res = self.sync();
             for r in sync_waiters {
-                let _ = r.send(res.as_ref().map(|_| ()).map_err(clone_err));
+                let _ = r.send(res.as_ref().map(|_| ()).map_err(Error::duplicate));
             }
         }
     }
@@ -282,8 +282,8 @@ impl Writer {
             self.undo(start);
             for it in items {
                 match it {
-                    Item::Put { reply, .. } => send(reply, Err(clone_err(&e))),
-                    Item::Tomb { reply } => send(reply, Err(clone_err(&e))),
+                    Item::Put { reply, .. } => send(reply, Err(e.duplicate())),
+                    Item::Tomb { reply } => send(reply, Err(e.duplicate())),
                 }
             }
             return;
@@ -389,9 +389,4 @@ fn fail_req(req: Req, e: Error) {
             let _ = reply.send(Err(e));
         }
     }
-}
-
-/// The same error for every request of a failed batch (kind and message).
-fn clone_err(e: &Error) -> Error {
-    Error::new(e.kind(), e.chain())
 }

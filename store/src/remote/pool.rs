@@ -167,12 +167,19 @@ impl Pool {
         }
     }
 
+    /// The cause of a transport failure is its source, not in the context.
     fn unavailable(&self, what: &str, t: Transport, tries: u32) -> Error {
-        let ctx = format!("{}: {what}: {t} (after {tries} attempt{})", self.name, plural(tries));
+        let ctx = |how: &dyn std::fmt::Display| {
+            format!("{}: {what}: {how} (after {tries} attempt{})", self.name, plural(tries))
+        };
         match t {
-            Transport::Connect(e) => Error::with_source(ErrorKind::Unavailable, ctx, e),
-            Transport::Broken(e) => Error::with_source(ErrorKind::Unavailable, ctx, e),
-            Transport::Timeout(_) => Error::new(ErrorKind::Unavailable, ctx),
+            Transport::Connect(e) => {
+                Error::with_source(ErrorKind::Unavailable, ctx(&"cannot connect"), e)
+            }
+            Transport::Broken(e) => {
+                Error::with_source(ErrorKind::Unavailable, ctx(&"connection failed"), e)
+            }
+            Transport::Timeout(_) => Error::new(ErrorKind::Unavailable, ctx(&t)),
         }
     }
 }

@@ -32,9 +32,10 @@ use tokio::sync::Notify;
 pub use self::drain::{DrainReport, Event, Outcome, ReplicateReport};
 pub use self::queue::Pending;
 use self::queue::Queue;
-use crate::backend::{ChunkStore, DynStore, OpenOptions, StoreStats, blocking, open_backend};
+use crate::backend::{ChunkStore, DynStore, OpenOptions, StoreStats, blocking};
 use crate::chunk::ChunkId;
 use crate::error::{Error, ErrorKind, Result, invalid};
+use crate::open::open_backend;
 use crate::url::{Backend, Route, StoreUrl};
 
 /// Router settings.

@@ -216,7 +216,7 @@ pub(crate) async fn has_many(sh: &Arc<Shared>, ids: &[ChunkId]) -> Result<Vec<bo
             }
             Err(e) => {
                 for &i in &idx {
-                    errors.push((i, Error::new(e.kind(), e.chain())));
+                    errors.push((i, e.duplicate()));
                 }
             }
         }

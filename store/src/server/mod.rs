@@ -31,8 +31,9 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 
-use crate::backend::{DynStore, OpenOptions, SyncPolicy, open_backend};
+use crate::backend::{DynStore, OpenOptions, SyncPolicy};
 use crate::error::{Error, ErrorKind, Result};
+use crate::open::open_backend;
 use crate::url::StoreUrl;
 pub use dialect::{DialectConfig, ServerMode, Shared};
 pub use ns::Password;

@@ -43,7 +43,7 @@ pub async fn stat(a: StatArgs) -> Result<ExitCode> {
             print_role(&store.role());
             print_queue(&path.join("replication-queue"))?;
         } else {
-            let store = zosfs_store::backend::open_backend(&url, &OpenOptions::default()).await?;
+            let store = zosfs_store::open_backend(&url, &OpenOptions::default()).await?;
             print_generic(&url.redacted(), &store.stats().await?);
         }
     }

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+use zosfs_flist::stores::StoreOpener;
 use zosfs_flist::{Flist, OpenOptions, Tree};
 use zosfs_store::{ChunkStore, RouterConfig};
 
@@ -69,32 +70,18 @@ pub struct ReadStoreArgs {
 }
 
 impl ReadStoreArgs {
-    /// The URLs to use: given ones, else the flist's routes.
-    pub fn urls(&self, tree: &dyn Tree) -> Result<Vec<String>> {
-        if !self.stores.is_empty() {
-            return Ok(self.stores.clone());
-        }
-        let routes = tree.header().routes.clone();
-        if routes.is_empty() {
-            bail!("the flist records no store route: give --store URL");
-        }
-        Ok(routes)
+    fn opener(&self) -> StoreOpener {
+        StoreOpener::new(self.stores.clone(), RouterConfig::default())
     }
 
-    /// The stores, as the router for native flists; for legacy flists
-    /// (ids are not BLAKE3) as plain backends whose blobs the chunk
-    /// decoder checks against the legacy ids.
+    /// The URLs to use: given ones, else the flist's routes.
+    pub fn urls(&self, tree: &dyn Tree) -> Result<Vec<String>> {
+        Ok(self.opener().urls_for(tree.header())?)
+    }
+
+    /// The stores of the flist (see `zosfs_flist::stores`).
     pub async fn open(&self, tree: &dyn Tree) -> Result<Arc<dyn ChunkStore>> {
-        let urls = self.urls(tree)?;
-        if tree.header().codec != zosfs_flist::Codec::Zck1 {
-            let parsed = urls
-                .iter()
-                .map(|u| u.parse())
-                .collect::<Result<Vec<zosfs_store::StoreUrl>, _>>()?;
-            return Ok(Arc::new(zosfs_flist::content::RawStores::open(&parsed).await?));
-        }
-        let r = zosfs_store::router::open_urls(&urls, &RouterConfig::default()).await?;
-        Ok(r)
+        Ok(self.opener().open_for(tree.header()).await?.1)
     }
 }
 
@@ -106,12 +93,12 @@ pub struct Ctx {
 impl Ctx {
     /// Open an flist of any supported format.
     pub fn open_tree(&self, path: &Path) -> Result<Box<dyn Tree>> {
-        zosfs_flist::legacy::open_any(path, &self.open)
-            .with_context(|| format!("open {}", path.display()))
+        // The flist crate's errors name the path.
+        Ok(zosfs_flist::legacy::open_any(path, &self.open)?)
     }
 
     pub fn open_native(&self, path: &Path) -> Result<Flist> {
-        Flist::open_with(path, &self.open).with_context(|| format!("open {}", path.display()))
+        Ok(Flist::open_with(path, &self.open)?)
     }
 }
 

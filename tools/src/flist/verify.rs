@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use futures::StreamExt;
 use zosfs_flist::DataChunk;
-use zosfs_store::backend::open_backend;
+use zosfs_store::open_backend;
 use zosfs_store::{ChunkId, ChunkStore, OpenOptions, StoreUrl};
 
 use super::{Ctx, ReadStoreArgs, fmt, ls::all_entries};

@@ -92,10 +92,11 @@ impl ZeroFsFlist {
     /// Open a 0-fs package (`.flist`: tar.gz holding `flistdb.sqlite3`),
     /// extracting its database into the cache once.
     pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<ZeroFsFlist> {
+        // Unpacking names `path` in its errors; the check sees only the
+        // extracted database, so it names `path` itself.
         let db = archive::unpack_cached(path, &opts.cache_dir, |db| {
-            ZeroFsFlist::open_db(db).map(|_| ())
-        })
-        .map_err(|e| e.context_prefix(format!("open 0-fs flist {}", path.display())))?;
+            ZeroFsFlist::open_db(db).map(|_| ()).map_err(|e| e.context_prefix(path.display()))
+        })?;
         ZeroFsFlist::open_db(&db)
     }
 

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use zosfs_nbdserver::commit::commit_export;
 use zosfs_nbdserver::server::Opener;
 use zosfs_nbdserver::server::control::{control_path, query};
 use zosfs_store::engine::shared_engine;
@@ -58,7 +57,7 @@ pub fn run(a: CommitArgs) -> Result<()> {
             .open(&spec)
             .await
             .with_context(|| format!("open export {} (is a server using it?)", spec.name))?;
-        let r = commit_export(&export, &a.output).await?;
+        let r = export.commit(&a.output).await?;
         println!("committed {} ({r}) -> {}", spec.name, a.output.display());
         let lazy = export.device.lazy().clone();
         drop(export);
