@@ -95,31 +95,5 @@ pub fn process_name(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_string())
 }
 
-/// The uid of the process at the other end of a connected unix socket
-/// (SO_PEERCRED: taken when it connected, not spoofable).
-pub fn peer_uid(sock: &impl AsRawFd) -> std::io::Result<u32> {
-    // SAFETY: ucred is plain old data; zeroed is a valid value.
-    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: a valid fd, and an out-buffer of `len` bytes for SO_PEERCRED.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(cred.uid)
-}
-
-/// Whether a peer of this uid may talk to us over a control socket: root
-/// or our own effective uid.
-pub fn peer_allowed(uid: u32) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    uid == 0 || uid == unsafe { libc::geteuid() }
-}
+// The peer check of every zosfs socket lives with the node store's.
+pub use zosfs_store::node::frame::{peer_uid, trusted_uid as peer_allowed};

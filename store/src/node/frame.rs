@@ -49,9 +49,10 @@ fn read_body(s: &mut UnixStream, len: [u8; 4], max: usize) -> io::Result<Bytes> 
     Ok(Bytes::from(body))
 }
 
-/// The uid of the process at the other end.
-pub fn peer_uid(s: &UnixStream) -> io::Result<u32> {
-    use std::os::fd::AsRawFd;
+/// The uid of the process at the other end of a connected unix socket
+/// (SO_PEERCRED: taken when it connected, not spoofable). Every zosfs
+/// socket checks its peers with this and [`trusted_uid`].
+pub fn peer_uid(s: &impl std::os::fd::AsRawFd) -> io::Result<u32> {
     let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: SO_PEERCRED fills a ucred of the length we pass; both outlive
