@@ -236,3 +236,52 @@ fn a_chunk_is_fetched_from_the_hub_once_per_node() -> Result<()> {
     env.wait_clean()?;
     Ok(())
 }
+
+/// `chunkstore own` holds the store for the node: others are its clients, a
+/// second `own` names it, and SIGTERM releases the store with every chunk.
+#[test]
+fn chunkstore_own_holds_the_store_until_stopped() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let store = tmp.path().join("node");
+    let url = format!("local://{}", store.display());
+    let mut own = Command::new(bin("chunkstore"))
+        .args(["own", "--store", &url])
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = own.id();
+    wait_for("chunkstore own to own the store", Duration::from_secs(30), || {
+        Ok(owner_pid(&store).ok().filter(|&p| p == pid))
+    })?;
+
+    let file = tmp.path().join("blob");
+    std::fs::write(&file, noise(7, 3 * MIB))?;
+    let ids = chunkstore(&["put", "--store", &url, file.to_str().unwrap()])?;
+    let stat = chunkstore(&["stat", "--store", &url])?;
+    ensure!(
+        stat.contains(&format!("owner           pid {pid} ")),
+        "stat does not name the owner:\n{stat}"
+    );
+
+    let second = Command::new(bin("chunkstore")).args(["own", "--store", &url]).output()?;
+    let err = String::from_utf8_lossy(&second.stderr);
+    ensure!(!second.status.success(), "a second `own` succeeded");
+    ensure!(err.contains(&format!("already owned by pid {pid}")), "second `own` says: {err}");
+
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    ensure!(unsafe { libc::kill(pid as i32, libc::SIGTERM) } == 0);
+    let status = own.wait()?;
+    ensure!(status.success(), "chunkstore own exited with {status}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(own.stderr.as_mut().unwrap(), &mut log)?;
+    ensure!(log.contains("released"), "own's log: {log}");
+
+    // Released: the next opener owns it and finds every chunk.
+    let stat = chunkstore(&["stat", "--store", &url])?;
+    ensure!(stat.contains("owner           this process"), "after release:\n{stat}");
+    let mut has = Command::new(bin("chunkstore"));
+    // `put` prints `FILE INDEX ID KEY SIZE` per chunk.
+    has.args(["has", "--store", &url])
+        .args(ids.lines().filter_map(|l| l.split_whitespace().nth(2)));
+    run(&mut has)?;
+    Ok(())
+}

@@ -9,6 +9,7 @@ mod delay_proxy;
 mod fsck;
 mod gc;
 mod io;
+mod own;
 mod repair;
 mod serve;
 mod stat;
@@ -100,6 +101,8 @@ pub enum Cmd {
     Fsck(fsck::FsckArgs),
     /// Compact a local store now.
     Gc(gc::GcArgs),
+    // Help text: the doc comment of OwnArgs.
+    Own(own::OwnArgs),
     /// Benchmarks with ratios against a peer run in the same invocation.
     Bench(bench::BenchArgs),
     /// A TCP proxy adding a fixed delay to every request (benchmarks).
@@ -127,6 +130,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Cmd::Stat(a) => stat::stat(a).await,
             Cmd::Fsck(a) => fsck::fsck(a).await,
             Cmd::Gc(a) => gc::gc(a).await,
+            Cmd::Own(a) => own::own(a).await,
             Cmd::Bench(a) => bench::bench(a).await,
             Cmd::DelayProxy(a) => delay_proxy::run(a).await,
             Cmd::ReadAll(a) => bench_shared::read_all_cmd(a).await,

@@ -108,7 +108,7 @@ fn config(a: ServeArgs) -> Result<ServerConfig> {
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
-async fn stop_signal() -> Result<()> {
+pub(super) async fn stop_signal() -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
