@@ -3,6 +3,7 @@
 
 pub mod chunkstore;
 pub mod flist;
+pub mod out;
 
 /// Log to stderr; `RUST_LOG` overrides the default `warn` level.
 pub fn init_logging() {

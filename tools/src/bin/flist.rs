@@ -10,6 +10,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // The reader of our output went away (`flist ... | head`).
+        Err(e) if zosfs_tools::out::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("flist: {e:#}");
             ExitCode::FAILURE

@@ -149,22 +149,22 @@ fn load_average() -> String {
 }
 
 async fn local(a: &BenchArgs, dir: &Path) -> Result<()> {
-    println!(
+    crate::outln!(
         "== local store: 1 MiB chunks, {} in flight, fdatasync per put (group commit)",
         a.concurrency
     );
     let cpus = cpus();
-    println!(
+    crate::outln!(
         "   {cpus} CPUs, load average {}; best of {} rounds per engine, engines alternating",
         load_average(),
         a.rounds.max(1)
     );
-    println!("   figures in MB/s of plaintext (blob MB/s in brackets)");
+    crate::outln!("   figures in MB/s of plaintext (blob MB/s in brackets)");
     for (kind, gen_fn) in
         [("compressible", text_chunk as fn(u64) -> Vec<u8>), ("random", random_chunk)]
     {
         let set = make_set(kind, a.chunks, gen_fn).await?;
-        println!(
+        crate::outln!(
             "-- {kind}: {} chunks, {} plaintext -> {} blobs (ratio {:.2}); encode {:.0} MB/s, decode {:.0} MB/s on {cpus} CPUs",
             a.chunks,
             human(set.plain_bytes()),
@@ -185,7 +185,7 @@ async fn local(a: &BenchArgs, dir: &Path) -> Result<()> {
         for (i, (_, name)) in ENGINES.iter().enumerate() {
             let f = best[i];
             let ratio = set.plain_bytes() as f64 / set.blob_bytes() as f64;
-            println!(
+            crate::outln!(
                 "   {name:<13} put {:>7.0} [{:>6.0}]   encode+put {:>6.0}   get cold {:>7.0} [{:>6.0}]   get warm {:>7.0} [{:>6.0}]",
                 f.put,
                 f.put / ratio,
@@ -198,7 +198,7 @@ async fn local(a: &BenchArgs, dir: &Path) -> Result<()> {
             figs.push(f);
         }
         let (u, s) = (figs[0], figs[1]);
-        println!(
+        crate::outln!(
             "   uring/sync    put {:.2}x   encode+put {:.2}x   get cold {:.2}x   get warm {:.2}x",
             u.put / s.put,
             u.encode_put / s.encode_put,
@@ -342,7 +342,7 @@ async fn get_all(store: &Arc<LocalStore>, ids: &[ChunkId], conc: usize) -> Resul
 /// replay; measure index memory per chunk.
 async fn open_time(a: &BenchArgs, dir: &Path) -> Result<()> {
     let n = a.open_records;
-    println!("== big store: {n} records of {} bytes (io_uring engine)", a.open_record_size);
+    crate::outln!("== big store: {n} records of {} bytes (io_uring engine)", a.open_record_size);
     let path = dir.join("big");
     let opts = OpenOptions { engine: EngineChoice::Uring, ..Default::default() };
     let t = Instant::now();
@@ -365,7 +365,7 @@ async fn open_time(a: &BenchArgs, dir: &Path) -> Result<()> {
         store.local_stats()
     };
     let build = t.elapsed();
-    println!(
+    crate::outln!(
         "   built in {:.1?} ({:.0} puts/s); {} on disk; index {:.1} B/chunk while writing",
         build,
         n as f64 / build.as_secs_f64(),
@@ -380,7 +380,7 @@ async fn open_time(a: &BenchArgs, dir: &Path) -> Result<()> {
     anyhow::ensure!(store.open_report().from_snapshot, "the close snapshot was not used");
     // Heap bytes the index holds, counted from its allocations (an RSS
     // delta means nothing here: the allocator reuses what the build freed).
-    println!(
+    crate::outln!(
         "   open by snapshot {:>8.1?}   index {:.1} B/chunk in memory, snapshot file {:.1} B/chunk",
         fast,
         s.index_memory as f64 / n as f64,
@@ -393,7 +393,7 @@ async fn open_time(a: &BenchArgs, dir: &Path) -> Result<()> {
     let slow = t.elapsed();
     let rep = store.open_report();
     anyhow::ensure!(store.local_stats().chunks == n as u64, "replayed store lost chunks");
-    println!(
+    crate::outln!(
         "   open by replay   {:>8.1?}   ({} records, {} replayed); snapshot/replay {:.2}x",
         slow,
         rep.replayed_records,

@@ -75,7 +75,7 @@ pub async fn run(a: &LazyBenchArgs, dir: &std::path::Path) -> Result<()> {
     let image = make_image(a.size_mib << 20, chunk).await?;
     let size = image.content.len();
     warm_page_cache(dir.path(), 2 * size)?;
-    println!(
+    crate::outln!(
         "lazy bench: {} MiB image, {} KiB chunks, {} ms per fetch, reads of {} KiB, engine {}, \
          cache in {}",
         a.size_mib,
@@ -122,9 +122,12 @@ pub async fn run(a: &LazyBenchArgs, dir: &std::path::Path) -> Result<()> {
 
     print_runs(&runs, size);
     let mbs = |r: &Run| size as f64 / r.took.as_secs_f64() / 1e6;
-    println!("  ratio cold read-ahead / cold one-at-a-time: {:.1}x", mbs(&runs[0]) / mbs(&runs[1]));
+    crate::outln!(
+        "  ratio cold read-ahead / cold one-at-a-time: {:.1}x",
+        mbs(&runs[0]) / mbs(&runs[1])
+    );
     let verdict = if mbs(&runs[0]) >= 200.0 { "met" } else { "NOT met" };
-    println!("  target cold sequential >= 200 MB/s: {verdict} ({:.0} MB/s)", mbs(&runs[0]));
+    crate::outln!("  target cold sequential >= 200 MB/s: {verdict} ({:.0} MB/s)", mbs(&runs[0]));
     Ok(())
 }
 
@@ -249,14 +252,18 @@ async fn decode_only(image: &Image) -> Result<Duration> {
 }
 
 fn print_runs(runs: &[Run], size: usize) {
-    println!(
+    crate::outln!(
         "  {:<48} {:>9} {:>8} {:>8} {:>10}",
-        "run", "MB/s", "fetches", "max fly", "mean fetch"
+        "run",
+        "MB/s",
+        "fetches",
+        "max fly",
+        "mean fetch"
     );
     for r in runs {
         let mbs = size as f64 / r.took.as_secs_f64() / 1e6;
         match &r.stats {
-            Some(s) => println!(
+            Some(s) => crate::outln!(
                 "  {:<48} {:>9.1} {:>8} {:>8} {:>8.1}ms",
                 r.name,
                 mbs,
@@ -264,7 +271,9 @@ fn print_runs(runs: &[Run], size: usize) {
                 s.max_fetches_in_flight,
                 s.fetch_time_mean().as_secs_f64() * 1e3
             ),
-            None => println!("  {:<48} {:>9.1} {:>8} {:>8} {:>10}", r.name, mbs, "-", "-", "-"),
+            None => {
+                crate::outln!("  {:<48} {:>9.1} {:>8} {:>8} {:>10}", r.name, mbs, "-", "-", "-")
+            }
         }
     }
 }

@@ -237,13 +237,14 @@ pub async fn run(a: &ReplicatedArgs) -> Result<()> {
     }
 
     let mib = a.replicated_chunk_size as f64 / (1 << 20) as f64;
-    println!(
+    crate::outln!(
         "replicated put, {} x {mib:.2} MiB chunks, {conc} in flight, best of {} alternating rounds:",
-        a.replicated_chunks, a.replicated_rounds
+        a.replicated_chunks,
+        a.replicated_rounds
     );
-    println!("  router -> chunkstore serve ({zdb_url}): {best_zdb:8.1} MB/s");
-    println!("  redis-server SET ({redis_url}): {best_redis:8.1} MB/s");
-    println!("  ratio serve/redis: {:.2} (target >= 0.80)", best_zdb / best_redis);
+    crate::outln!("  router -> chunkstore serve ({zdb_url}): {best_zdb:8.1} MB/s");
+    crate::outln!("  redis-server SET ({redis_url}): {best_redis:8.1} MB/s");
+    crate::outln!("  ratio serve/redis: {:.2} (target >= 0.80)", best_zdb / best_redis);
     Ok(())
 }
 

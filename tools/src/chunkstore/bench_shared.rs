@@ -66,7 +66,7 @@ pub async fn read_all_cmd(a: ReadAllArgs) -> Result<std::process::ExitCode> {
         Role::Owner => "owner",
         Role::Client { .. } => "client",
     };
-    println!("{bytes} {secs} {role}");
+    crate::outln!("{bytes} {secs} {role}");
     Ok(std::process::ExitCode::SUCCESS)
 }
 
@@ -95,7 +95,7 @@ pub async fn run(a: &SharedArgs, concurrency: usize, rounds: usize, dir: &Path) 
     if store.role() != Role::Owner {
         bail!("{url}: this process should own its new store");
     }
-    println!(
+    crate::outln!(
         "== shared node store: {} MiB of 1 MiB chunks read warm, {concurrency} in flight; best of {} rounds each, alternating",
         a.shared_mib,
         rounds.max(1)
@@ -124,8 +124,8 @@ pub async fn run(a: &SharedArgs, concurrency: usize, rounds: usize, dir: &Path) 
             }
         }
     }
-    println!("   owner reads itself       {owner:>7.0} MB/s");
-    println!("   another process (client) {client:>7.0} MB/s");
-    println!("   client/owner             {:.2}x", client / owner);
+    crate::outln!("   owner reads itself       {owner:>7.0} MB/s");
+    crate::outln!("   another process (client) {client:>7.0} MB/s");
+    crate::outln!("   client/owner             {:.2}x", client / owner);
     Ok(())
 }

@@ -32,33 +32,40 @@ pub async fn fsck(a: FsckArgs) -> Result<ExitCode> {
     let store = NodeStore::open(&path, &OpenOptions { engine: a.engine, ..Default::default() })?;
     let answer = store.fsck(&FsckOptions { verify_ids: a.verify_ids }).await?;
     let (open, r) = (answer.open, answer.report);
-    println!("{name}");
-    println!("  segments          {}", r.segments);
-    println!(
+    crate::outln!("{name}");
+    crate::outln!("  segments          {}", r.segments);
+    crate::outln!(
         "  records           {} ({} live blobs, {} dead blobs, {} tombstones)",
-        r.records, r.live_blobs, r.dead_blobs, r.tombstones
+        r.records,
+        r.live_blobs,
+        r.dead_blobs,
+        r.tombstones
     );
     if open.truncated_bytes > 0 {
-        println!("  torn tail cut     {} bytes (at open)", open.truncated_bytes);
+        crate::outln!("  torn tail cut     {} bytes (at open)", open.truncated_bytes);
     }
     for q in &open.quarantined {
-        println!("  quarantined at open: {}", q.display());
+        crate::outln!("  quarantined at open: {}", q.display());
     }
-    println!("  bad live records  {} (of which id mismatches: {})", r.bad_live, r.id_mismatches);
-    println!("  dangling entries  {}", r.dangling);
-    println!("  bad dead records  {}", r.bad_dead);
-    println!("  damaged bytes     {}", r.damaged_bytes);
+    crate::outln!(
+        "  bad live records  {} (of which id mismatches: {})",
+        r.bad_live,
+        r.id_mismatches
+    );
+    crate::outln!("  dangling entries  {}", r.dangling);
+    crate::outln!("  bad dead records  {}", r.bad_dead);
+    crate::outln!("  damaged bytes     {}", r.damaged_bytes);
     for p in &r.problems {
-        println!("  - {p}");
+        crate::outln!("  - {p}");
     }
     for q in &r.quarantined {
-        println!("  quarantined: {}", q.display());
+        crate::outln!("  quarantined: {}", q.display());
     }
     if r.is_clean() {
-        println!("  clean");
+        crate::outln!("  clean");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("  NOT clean: damaged chunks were moved aside and are now missing");
+        crate::outln!("  NOT clean: damaged chunks were moved aside and are now missing");
         Ok(ExitCode::from(1))
     }
 }

@@ -27,10 +27,10 @@ pub async fn gc(a: GcArgs) -> Result<ExitCode> {
     let store = NodeStore::open(&path, &OpenOptions { engine: a.engine, ..Default::default() })?;
     let t = std::time::Instant::now();
     let r = store.gc().await?;
-    println!("{name}");
-    println!("  segments compacted  {}", r.segments_compacted);
-    println!("  records copied      {} ({})", r.records_copied, human(r.bytes_copied));
-    println!(
+    crate::outln!("{name}");
+    crate::outln!("  segments compacted  {}", r.segments_compacted);
+    crate::outln!("  records copied      {} ({})", r.records_copied, human(r.bytes_copied));
+    crate::outln!(
         "  disk bytes          {} -> {} ({} freed) in {:.2?}",
         human(r.disk_bytes_before),
         human(r.disk_bytes_after),
@@ -38,7 +38,7 @@ pub async fn gc(a: GcArgs) -> Result<ExitCode> {
         t.elapsed()
     );
     if r.quarantined > 0 {
-        println!("  quarantined         {} unreadable chunks", r.quarantined);
+        crate::outln!("  quarantined         {} unreadable chunks", r.quarantined);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -113,7 +113,7 @@ pub async fn has(a: HasArgs) -> Result<ExitCode> {
     let mut missing = 0;
     for (id, ok) in a.ids.iter().zip(present) {
         if !ok {
-            println!("missing {id}");
+            crate::outln!("missing {id}");
             missing += 1;
         }
     }

@@ -160,15 +160,25 @@ fn describe(o: &Outcome) -> String {
 }
 
 fn print_drain(r: &DrainReport) {
-    println!(
+    crate::outln!(
         "queue: {} written, {} failed (kept), {} for other stores, {} quarantined, {} remaining",
-        r.written, r.failed, r.unknown, r.quarantined, r.remaining
+        r.written,
+        r.failed,
+        r.unknown,
+        r.quarantined,
+        r.remaining
     );
 }
 
 fn print_replicate(r: &ReplicateReport) {
-    println!(
+    crate::outln!(
         "replicate: {} ids: {} copies present, {} written, {} repaired, {} queued, {} failed, {} unreadable",
-        r.ids, r.present, r.written, r.repaired, r.queued, r.failed, r.unreadable
+        r.ids,
+        r.present,
+        r.written,
+        r.repaired,
+        r.queued,
+        r.failed,
+        r.unreadable
     );
 }

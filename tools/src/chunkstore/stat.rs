@@ -51,25 +51,25 @@ pub async fn stat(a: StatArgs) -> Result<ExitCode> {
 }
 
 fn print_local(name: &str, s: &LocalStats) {
-    println!("{name}");
-    println!("  chunks          {}", s.chunks);
-    println!("  bytes           {} ({})", s.blob_bytes, human(s.blob_bytes));
-    println!("  disk bytes      {} ({})", s.disk_bytes(), human(s.disk_bytes()));
-    println!("  segments        {} ({} dead bytes)", s.segments, s.dead_bytes);
-    println!("  index snapshot  {}", human(s.snapshot_bytes));
+    crate::outln!("{name}");
+    crate::outln!("  chunks          {}", s.chunks);
+    crate::outln!("  bytes           {} ({})", s.blob_bytes, human(s.blob_bytes));
+    crate::outln!("  disk bytes      {} ({})", s.disk_bytes(), human(s.disk_bytes()));
+    crate::outln!("  segments        {} ({} dead bytes)", s.segments, s.dead_bytes);
+    crate::outln!("  index snapshot  {}", human(s.snapshot_bytes));
     let per = if s.chunks > 0 { s.index_memory as f64 / s.chunks as f64 } else { 0.0 };
-    println!("  index memory    {} ({per:.1} B/chunk)", human(s.index_memory));
+    crate::outln!("  index memory    {} ({per:.1} B/chunk)", human(s.index_memory));
     match s.hit_ratio() {
-        Some(r) => println!("  hit ratio       {:.3} ({} of {} gets)", r, s.hits, s.gets),
-        None => println!("  hit ratio       - (no gets since open)"),
+        Some(r) => crate::outln!("  hit ratio       {:.3} ({} of {} gets)", r, s.hits, s.gets),
+        None => crate::outln!("  hit ratio       - (no gets since open)"),
     }
-    println!("  puts            {}", s.puts);
-    println!("  evictions       {}", s.evictions);
+    crate::outln!("  puts            {}", s.puts);
+    crate::outln!("  evictions       {}", s.evictions);
     match s.budget {
-        Some(b) => println!("  budget          {} ({})", b, human(b)),
-        None => println!("  budget          none"),
+        Some(b) => crate::outln!("  budget          {} ({})", b, human(b)),
+        None => crate::outln!("  budget          none"),
     }
-    println!("  engine          {}", s.engine);
+    crate::outln!("  engine          {}", s.engine);
 }
 
 /// The router's replication queue kept under this store: writes that a
@@ -78,36 +78,38 @@ fn print_queue(dir: &std::path::Path) -> Result<()> {
     let pending = zosfs_store::Router::pending_at(dir)?;
     let n: usize = pending.iter().map(|p| p.ids.len()).sum();
     if n == 0 {
-        println!("  queued          0");
+        crate::outln!("  queued          0");
         return Ok(());
     }
-    println!(
+    crate::outln!(
         "  queued          {n} chunks not yet on their replicas (`chunkstore repair` pushes them now)"
     );
     for p in &pending {
-        println!("    {} chunks for {}", p.ids.len(), p.target);
+        crate::outln!("    {} chunks for {}", p.ids.len(), p.target);
     }
     Ok(())
 }
 
 fn print_role(r: &Role) {
     match r {
-        Role::Owner => println!("  owner           this process (nobody else had the store open)"),
+        Role::Owner => {
+            crate::outln!("  owner           this process (nobody else had the store open)")
+        }
         Role::Client { owner_pid, socket } => {
-            println!("  owner           pid {owner_pid} ({})", socket.display())
+            crate::outln!("  owner           pid {owner_pid} ({})", socket.display())
         }
     }
 }
 
 fn print_generic(name: &str, s: &StoreStats) {
-    println!("{name}");
-    println!("  chunks          {}", s.chunks);
-    println!("  bytes           {} ({})", s.bytes, human(s.bytes));
+    crate::outln!("{name}");
+    crate::outln!("  chunks          {}", s.chunks);
+    crate::outln!("  bytes           {} ({})", s.bytes, human(s.bytes));
     if let Some(d) = s.disk_bytes {
-        println!("  disk bytes      {d} ({})", human(d));
+        crate::outln!("  disk bytes      {d} ({})", human(d));
     }
     if s.gets > 0 {
-        println!(
+        crate::outln!(
             "  hit ratio       {:.3} ({} of {} gets)",
             s.hits as f64 / s.gets as f64,
             s.hits,
@@ -115,7 +117,7 @@ fn print_generic(name: &str, s: &StoreStats) {
         );
     }
     if let Some(e) = &s.engine {
-        println!("  engine          {e}");
+        crate::outln!("  engine          {e}");
     }
 }
 

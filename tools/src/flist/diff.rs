@@ -83,19 +83,19 @@ pub fn run(ctx: &Ctx, a: DiffArgs) -> Result<ExitCode> {
     let show = |p: &[u8]| if p.is_empty() { "/".to_string() } else { fmt::name(p) };
     for (p, x) in &sa {
         match sb.get(p) {
-            None => println!("- {}", show(p)),
+            None => crate::outln!("- {}", show(p)),
             Some(y) => {
                 let c = changes(x, y);
                 if c.is_empty() {
                     continue;
                 }
-                println!("M {} ({})", show(p), c.join(", "));
+                crate::outln!("M {} ({})", show(p), c.join(", "));
             }
         }
         n += 1;
     }
     for p in sb.keys().filter(|p| !sa.contains_key(*p)) {
-        println!("+ {}", show(p));
+        crate::outln!("+ {}", show(p));
         n += 1;
     }
     eprintln!("{n} difference(s)");

@@ -17,25 +17,25 @@ pub struct InspectArgs {
 pub fn run(ctx: &Ctx, a: InspectArgs) -> Result<ExitCode> {
     let tree = ctx.open_tree(&a.flist)?;
     let h = tree.header();
-    println!("flist:        {}", a.flist.display());
+    crate::outln!("flist:        {}", a.flist.display());
     if let Ok(m) = std::fs::metadata(&a.flist) {
         if m.is_file() {
-            println!("file size:    {} bytes", m.len());
+            crate::outln!("file size:    {} bytes", m.len());
         }
     }
-    println!("format:       {}", h.format_version);
-    println!("tool:         {}", h.tool);
-    println!("chunking:     {}", h.chunking);
-    println!("codec:        {}", h.codec);
+    crate::outln!("format:       {}", h.format_version);
+    crate::outln!("tool:         {}", h.tool);
+    crate::outln!("chunking:     {}", h.chunking);
+    crate::outln!("codec:        {}", h.codec);
     // Legacy codecs name their (fixed) compression in the codec line.
     if h.codec == zosfs_flist::Codec::Zck1 {
-        println!("compression:  zstd level {}", h.compression_level);
+        crate::outln!("compression:  zstd level {}", h.compression_level);
     }
     for r in &h.routes {
-        println!("route:        {r}");
+        crate::outln!("route:        {r}");
     }
     for (k, v) in &h.tags {
-        println!("tag:          {k}={v}");
+        crate::outln!("tag:          {k}={v}");
     }
     let entries = all_entries(&*tree)?;
     let mut by_kind: BTreeMap<Kind, u64> = BTreeMap::new();
@@ -60,20 +60,23 @@ pub fn run(ctx: &Ctx, a: InspectArgs) -> Result<ExitCode> {
             }
         }
     }
-    println!("entries:      {} names, {} inodes", entries.len(), seen.len());
+    crate::outln!("entries:      {} names, {} inodes", entries.len(), seen.len());
     for k in Kind::ALL {
         if let Some(n) = by_kind.get(&k) {
-            println!("  {:<12} {n}", k.name());
+            crate::outln!("  {:<12} {n}", k.name());
         }
     }
-    println!("hardlinks:    {hardlinks} extra names");
-    println!("total bytes:  {bytes}");
+    crate::outln!("hardlinks:    {hardlinks} extra names");
+    crate::outln!("total bytes:  {bytes}");
     let unique_bytes: u64 = unique.values().sum();
-    println!("chunks:       {refs} references, {} unique ({unique_bytes} bytes)", unique.len());
+    crate::outln!(
+        "chunks:       {refs} references, {} unique ({unique_bytes} bytes)",
+        unique.len()
+    );
     let ratio = if unique_bytes == 0 { 1.0 } else { ref_bytes as f64 / unique_bytes as f64 };
-    println!("dedup ratio:  {ratio:.3}");
+    crate::outln!("dedup ratio:  {ratio:.3}");
     if zosfs_flist::legacy::sniff(&a.flist)? == zosfs_flist::legacy::Format::Native {
-        println!("content:      {}", ctx.open_native(&a.flist)?.digest()?);
+        crate::outln!("content:      {}", ctx.open_native(&a.flist)?.digest()?);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -81,7 +81,7 @@ pub fn run(ctx: &Ctx, a: VerifyArgs) -> Result<ExitCode> {
         .collect();
     lines.sort();
     for l in &lines {
-        println!("{l}");
+        crate::outln!("{l}");
         bad += 1;
     }
     eprintln!(

@@ -1,0 +1,58 @@
+//! What the `flist` and `chunkstore` commands do with their output: a reader
+//! that goes away (`flist inspect x | head`) ends them quietly.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+
+use anyhow::{Result, ensure};
+use zosfs_tests::bin;
+
+/// A pipe whose read end is already closed: every write to it fails with
+/// EPIPE, deterministically, from the first byte.
+fn closed_pipe() -> Result<OwnedFd> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds we then own; O_CLOEXEC keeps them out of
+    // other children.
+    ensure!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0, "pipe2");
+    // SAFETY: both fds were just created and are owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    Ok(write)
+}
+
+fn run_into_closed_pipe(cmd: &mut Command) -> Result<()> {
+    let out = cmd.stdout(Stdio::from(closed_pipe()?)).stderr(Stdio::piped()).output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{cmd:?} exited with {}: {err}", out.status);
+    ensure!(err.is_empty(), "{cmd:?} wrote to stderr: {err}");
+    Ok(())
+}
+
+#[test]
+fn a_closed_stdout_pipe_ends_commands_quietly() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("d"))?;
+    for i in 0..50 {
+        std::fs::write(src.join(format!("d/f{i}")), format!("file {i}\n"))?;
+    }
+    let flist = tmp.path().join("t.flist");
+    let store = format!("local://{}", tmp.path().join("store").display());
+    let pack = Command::new(bin("flist"))
+        .args(["pack", "--no-progress", "-o", flist.to_str().unwrap(), "--store", &store])
+        .arg(&src)
+        .env("ZOSFS_FLIST_CACHE", tmp.path().join("cache"))
+        .output()?;
+    ensure!(pack.status.success(), "pack: {}", String::from_utf8_lossy(&pack.stderr));
+
+    for args in [&["inspect"][..], &["ls", "-lR"][..]] {
+        run_into_closed_pipe(
+            Command::new(bin("flist"))
+                .args(args)
+                .arg(&flist)
+                .env("ZOSFS_FLIST_CACHE", tmp.path().join("cache")),
+        )?;
+    }
+    run_into_closed_pipe(Command::new(bin("chunkstore")).args(["stat", "--store", &store]))?;
+    Ok(())
+}
