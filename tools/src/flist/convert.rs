@@ -20,7 +20,8 @@ pub struct ConvertArgs {
     /// Where the input's chunks are (default: its recorded routes).
     #[arg(long = "from-store", value_delimiter = ',')]
     pub from: Vec<String>,
-    /// Where the re-encoded chunks go (repeatable).
+    /// Where the re-encoded chunks go (repeatable, required): the stores the
+    /// new flist's readers use, e.g. the hub.
     #[arg(short, long = "store", value_delimiter = ',', required = true)]
     pub stores: Vec<String>,
     /// Chunk size of the new flist.
@@ -38,6 +39,14 @@ pub fn run(ctx: &Ctx, a: ConvertArgs) -> Result<ExitCode> {
         ..PackOptions::default()
     };
     opts.tags.insert("converted-from".into(), tree.header().tool.clone());
+    // Said here, not by the store opener: in this command `--store` is
+    // where the new chunks go, and the input's stores are `--from-store`.
+    if a.from.is_empty() && tree.header().routes.is_empty() {
+        anyhow::bail!(
+            "{} records no store route: give --from-store URL (where its chunks are)",
+            a.input.display()
+        );
+    }
     let rt = super::runtime()?;
     let from = rt.block_on(ReadStoreArgs { stores: a.from.clone() }.open(&*tree))?;
     let to = rt.block_on(zosfs_store::Router::open(&urls, &RouterConfig::default()))?;
