@@ -56,3 +56,46 @@ fn a_closed_stdout_pipe_ends_commands_quietly() -> Result<()> {
     run_into_closed_pipe(Command::new(bin("chunkstore")).args(["stat", "--store", &store]))?;
     Ok(())
 }
+
+/// A hub that is down during a pack: the pack succeeds with the chunks in
+/// the node store, says "queued" on the terminal and `chunkstore stat`
+/// counts them; `--quorum 2` fails instead, naming the cause.
+#[test]
+fn a_down_hub_during_pack_is_queued_or_fails_the_quorum() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src)?;
+    std::fs::write(src.join("f"), zosfs_tests::flist::noise(3, 3 << 20))?;
+    // A port nobody listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let node = format!("local://{}", tmp.path().join("node").display());
+    let hub = format!("zdb://127.0.0.1:{port}/images");
+    let pack = |out: &str, extra: &[&str]| {
+        Command::new(bin("flist"))
+            .args(["pack", "--no-progress", "-o"])
+            .arg(tmp.path().join(out))
+            .args(["--store", &node, "--store", &hub])
+            .args(extra)
+            .arg(&src)
+            .env("ZOSFS_FLIST_CACHE", tmp.path().join("cache"))
+            .output()
+    };
+
+    let out = pack("a.flist", &[])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "pack with the hub down failed: {err}");
+    ensure!(err.contains("queued: 3 chunks are not on every store yet"), "pack said: {err}");
+    ensure!(err.matches("writes are queued for it").count() == 1, "one warning per store: {err}");
+    let stat = Command::new(bin("chunkstore")).args(["stat", "--store", &node]).output()?;
+    let stat = String::from_utf8_lossy(&stat.stdout);
+    ensure!(stat.contains("queued          3 chunks"), "stat:\n{stat}");
+
+    let out = pack("b.flist", &["--quorum", "2"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "pack --quorum 2 with the hub down succeeded: {err}");
+    ensure!(
+        err.contains("1 of 2 required stores took the write") && err.contains("cannot connect"),
+        "pack --quorum 2 said: {err}"
+    );
+    Ok(())
+}

@@ -5,9 +5,10 @@
 //! * Writes ([`write`]) go to every matching store at once. Without a
 //!   replication queue a write succeeds when `quorum` stores took it (all
 //!   matching stores by default). With a queue, every store that missed the
-//!   write gets a durable queue entry, and the write succeeds as soon as one
-//!   store holds the chunk: nothing acknowledged is dropped, the queue
-//!   finishes the replication ([`drain`]).
+//!   write gets a durable queue entry, and the write succeeds when `quorum`
+//!   stores hold the chunk now (one by default): nothing acknowledged is
+//!   dropped, the queue finishes the replication ([`drain`]). So `--quorum
+//!   N` fails a write that fewer than N stores took, queue or not.
 //! * Reads ([`read`]) ask one store (local ones first), hedge to the next
 //!   when the answer is slow, move on at once on an error, a miss or a blob
 //!   whose BLAKE3 is not its id, and repair the stores found missing or
@@ -89,6 +90,8 @@ pub(crate) struct Member {
     pub(crate) store: DynStore,
     /// On this node (local://, dir://, mem://): read first.
     pub(crate) local: bool,
+    /// A write to it was queued already (warn once per store, not per chunk).
+    pub(crate) queue_warned: std::sync::atomic::AtomicBool,
 }
 
 /// State shared with background tasks (repairs, the queue drainer).
@@ -104,6 +107,8 @@ pub(crate) struct Shared {
     /// Background repairs still running (`sync` waits for them).
     pub(crate) repairs: AtomicUsize,
     pub(crate) repairs_done: Notify,
+    /// Writes this router acknowledged with part of them queued.
+    pub(crate) writes_queued: std::sync::atomic::AtomicU64,
 }
 
 pub struct Router {
@@ -167,7 +172,12 @@ impl Router {
         let name = stores.iter().map(|(_, s)| s.url().to_string()).collect::<Vec<_>>().join(",");
         let members = stores
             .into_iter()
-            .map(|(route, store)| Member { route, local: is_local_url(store.url()), store })
+            .map(|(route, store)| Member {
+                route,
+                local: is_local_url(store.url()),
+                store,
+                queue_warned: Default::default(),
+            })
             .collect();
         let shared = Arc::new(Shared {
             members,
@@ -179,6 +189,7 @@ impl Router {
             queued: Notify::new(),
             repairs: AtomicUsize::new(0),
             repairs_done: Notify::new(),
+            writes_queued: Default::default(),
         });
         let drainer = match (&shared.queue, tokio::runtime::Handle::try_current()) {
             (Some(_), Ok(h)) if cfg.background_drain => {
@@ -187,6 +198,12 @@ impl Router {
             _ => None,
         };
         Router { shared, name, drainer }
+    }
+
+    /// Writes acknowledged so far with at least one store's copy queued
+    /// (a command says so on its terminal: the replicas are behind).
+    pub fn writes_queued(&self) -> u64 {
+        self.shared.writes_queued.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The replication queue directory, if there is one.

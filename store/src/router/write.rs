@@ -32,25 +32,32 @@ pub(crate) async fn put(sh: &Arc<Shared>, id: &ChunkId, blob: Bytes) -> Result<(
         return Ok(());
     }
     let ok = targets.len() - failed.len();
-    let need = sh.quorum.unwrap_or(targets.len()).min(targets.len());
+    // Without a quorum a write needs one store now and the rest queued
+    // durably; `--quorum N` needs N stores now, queue or not.
+    let need = sh.quorum.unwrap_or(1).min(targets.len());
     // A store refusing the blob itself (size) will refuse it forever.
     let hopeless = failed.iter().any(|(_, e)| e.kind() == ErrorKind::InvalidInput);
-    if ok >= 1 && !hopeless && enqueue(sh, id, &blob, &failed).await {
-        if ok < need {
-            tracing::warn!(
-                "chunk {id}: {ok} of {need} stores took the write now, the rest is queued: {}",
-                why(&failed)
-            );
+    if ok >= need && ok >= 1 && !hopeless && enqueue(sh, id, &blob, &failed).await {
+        sh.writes_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for (m, e) in &failed {
+            if !m.queue_warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    "{}: writes are queued for it (`chunkstore repair` pushes them): {}",
+                    m.store.url(),
+                    e.chain()
+                );
+            }
         }
         return Ok(());
     }
-    if ok >= need {
+    if ok >= need && sh.quorum.is_some() {
         tracing::warn!(
-            "chunk {id}: stores missed the write and there is no queue: {}",
+            "chunk {id}: stores missed the write and it is not queued: {}",
             why(&failed)
         );
         return Ok(());
     }
+    let need = sh.quorum.unwrap_or(targets.len()).min(targets.len());
     let queue_note = if sh.queue.is_none() { " (no replication queue configured)" } else { "" };
     Err(Error::new(
         ErrorKind::Quorum,

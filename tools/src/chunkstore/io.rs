@@ -78,6 +78,7 @@ pub async fn put(a: PutArgs) -> Result<ExitCode> {
         }
     }
     store.sync().await?;
+    crate::say_queued(&store, &a.store.stores.join(","));
     Ok(ExitCode::SUCCESS)
 }
 

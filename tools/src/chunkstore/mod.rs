@@ -39,8 +39,10 @@ pub struct StoreArgs {
     /// Store URL (repeatable: writes go to every matching store).
     #[arg(short, long = "store", env = "ZOSFS_STORE", value_delimiter = ',', required = true)]
     pub stores: Vec<String>,
-    /// Stores that must take a write (default: all matching). With a
-    /// replication queue, stores that miss a write are queued instead.
+    /// Stores that must take each write now, or the command fails. Default:
+    /// one (the node store), the rest queued durably when unreachable
+    /// (said on the terminal; `chunkstore repair` pushes them); without a
+    /// replication queue every matching store.
     #[arg(long)]
     pub quorum: Option<usize>,
     /// Replication queue directory (default: under the first local:// store).

@@ -49,7 +49,8 @@ pub fn run(ctx: &Ctx, a: ConvertArgs) -> Result<ExitCode> {
     }
     let rt = super::runtime()?;
     let from = rt.block_on(ReadStoreArgs { stores: a.from.clone() }.open(&*tree))?;
-    let to = rt.block_on(zosfs_store::Router::open(&urls, &RouterConfig::default()))?;
+    let router = rt.block_on(zosfs_store::Router::open(&urls, &RouterConfig::default()))?;
+    let to = router.clone();
     let counters = Arc::new(Counters::default());
     let r = pack(
         Source::Tree { tree: &*tree, from },
@@ -63,5 +64,6 @@ pub fn run(ctx: &Ctx, a: ConvertArgs) -> Result<ExitCode> {
         "converted {} inodes, {} bytes into {} chunks ({} uploaded)",
         r.tree.inodes, r.bytes_read, r.chunks, r.chunks_uploaded
     );
+    crate::say_queued(&router, &a.stores.join(","));
     Ok(ExitCode::SUCCESS)
 }

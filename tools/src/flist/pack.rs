@@ -22,7 +22,10 @@ pub struct PackArgs {
     /// Store URL to upload chunks to (repeatable: replicas / routes).
     #[arg(short, long = "store", env = "ZOSFS_STORE", value_delimiter = ',', required = true)]
     pub stores: Vec<String>,
-    /// Stores that must take each write (default: all matching).
+    /// Stores that must take each write now, or the command fails. Default:
+    /// one (the node store), the rest queued durably when unreachable
+    /// (said on the terminal; `chunkstore repair` pushes them); without a
+    /// replication queue every matching store.
     #[arg(long)]
     pub quorum: Option<usize>,
     /// Chunk size in bytes (fixed chunking), or the average with --cdc.
@@ -84,7 +87,8 @@ pub fn run(_ctx: &Ctx, a: PackArgs) -> Result<ExitCode> {
     };
     let rt = super::runtime()?;
     let cfg = RouterConfig { quorum: a.quorum, ..Default::default() };
-    let store = rt.block_on(zosfs_store::Router::open(&urls, &cfg))?;
+    let router = rt.block_on(zosfs_store::Router::open(&urls, &cfg))?;
+    let store = router.clone();
     let counters = Arc::new(Counters::default());
     let started = Instant::now();
     let report = {
@@ -107,5 +111,6 @@ pub fn run(_ctx: &Ctx, a: PackArgs) -> Result<ExitCode> {
         report.bytes_read as f64 / secs.max(1e-6) / 1e6,
         size,
     );
+    crate::say_queued(&router, &a.stores.join(","));
     Ok(ExitCode::SUCCESS)
 }
