@@ -17,9 +17,13 @@ pub struct ConvertArgs {
     /// Output `.flist` file.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Where the input's chunks are (default: its recorded routes).
+    /// Where the input's chunks are (required unless --use-flist-routes).
     #[arg(long = "from-store", value_delimiter = ',')]
     pub from: Vec<String>,
+    /// Without --from-store: read from the network stores the input
+    /// records (zdb://, redis:// only; off by default: see `flist cat`).
+    #[arg(long, env = "ZOSFS_USE_FLIST_ROUTES")]
+    pub use_flist_routes: bool,
     /// Where the re-encoded chunks go (repeatable).
     #[arg(short, long = "store", value_delimiter = ',', required = true)]
     pub stores: Vec<String>,
@@ -39,7 +43,9 @@ pub fn run(ctx: &Ctx, a: ConvertArgs) -> Result<ExitCode> {
     };
     opts.tags.insert("converted-from".into(), tree.header().tool.clone());
     let rt = super::runtime()?;
-    let from = rt.block_on(ReadStoreArgs { stores: a.from.clone() }.open(&*tree))?;
+    let from = rt.block_on(
+        ReadStoreArgs { stores: a.from.clone(), use_flist_routes: a.use_flist_routes }.open(&*tree),
+    )?;
     let to = rt.block_on(zosfs_store::Router::open(&urls, &RouterConfig::default()))?;
     let counters = Arc::new(Counters::default());
     let r = pack(
