@@ -22,7 +22,7 @@ use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{bytes_of, open_untrusted, snappy_plain, sql};
 use crate::content::DataChunk;
@@ -491,7 +491,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         for table in ["inode", "route"] {
             let fl = with_view(tmp.path(), table);
-            let e = RfsFlist::open(&fl).unwrap_err();
+            let e = RfsFlist::open(&fl).err().unwrap();
             assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
             assert!(e.to_string().contains(&format!("{table:?} is a view, not a table")), "{e}");
             let any = crate::legacy::open_any(&fl, &Default::default()).err().unwrap();

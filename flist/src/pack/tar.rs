@@ -219,6 +219,22 @@ mod tests {
     }
 
     #[test]
+    fn header_times_and_ids_out_of_range_are_refused() {
+        let mut h = ::tar::Header::new_gnu();
+        h.set_mtime(1_700_000_000);
+        assert_eq!(header_mtime_ns(&h).unwrap(), 1_700_000_000_000_000_000);
+        // Base-256 fields hold any u64: far past what i64 nanoseconds hold.
+        for secs in [u64::MAX, i64::MAX as u64, 9_223_372_037] {
+            h.set_mtime(secs);
+            let e = header_mtime_ns(&h).unwrap_err();
+            assert!(e.contains("out of range"), "{secs}: {e}");
+        }
+        assert_eq!(header_id(Ok(7), "uid"), Ok(7));
+        assert!(header_id(Ok(1 << 32), "uid").unwrap_err().contains("32 bits"));
+        assert_eq!(parse_pax_time(b"99999999999999999999"), None);
+    }
+
+    #[test]
     fn pax_times() {
         assert_eq!(parse_pax_time(b"12.5"), Some(12_500_000_000));
         assert_eq!(parse_pax_time(b"1700000000.123456789123"), Some(1_700_000_000_123_456_789));
