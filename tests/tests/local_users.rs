@@ -14,10 +14,13 @@ use zosfs_tests::fsmount::Env;
 
 const NOBODY: u32 = 65534;
 
-/// `setpriv` running `args` as nobody (no groups, no capabilities).
+/// `args` run as nobody (no groups, no capabilities). setpriv keeps its
+/// capabilities until it execs, so the path of its own exec would be
+/// looked up as root: a shell, which runs as plain nobody, execs `args`.
 fn as_nobody(args: &[&OsStr]) -> Result<Output> {
     Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["/bin/sh", "-c", "exec \"$@\"", "sh"])
         .args(args)
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
