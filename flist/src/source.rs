@@ -22,6 +22,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use zosfs_store::chunk::CHUNK_SIZE_MAX;
 use zosfs_store::lazy::{ChunkSource, Layout, Origin, origins_identity};
 use zosfs_store::{ChunkKey, ChunkRef};
 
@@ -139,6 +140,14 @@ impl ChunkSource for FileSource {
 
     async fn fetch(&self, index: u64, len: usize) -> zosfs_store::Result<Bytes> {
         let Some(Piece::Chunk(chunk)) = self.chunks.pieces.get(index as usize) else {
+            // Zero pieces are at most a chunk long (see `ZeroKeys`); the
+            // LazyFile asks for no more than one chunk at a time.
+            if len > CHUNK_SIZE_MAX {
+                return Err(zosfs_store::Error::new(
+                    zosfs_store::ErrorKind::InvalidInput,
+                    format!("zero chunk {index} of {len} bytes is larger than a chunk"),
+                ));
+            }
             return Ok(Bytes::from(vec![0u8; len]));
         };
         // Whatever the reason, the data did not arrive: never a "not found"
@@ -202,13 +211,29 @@ pub fn content_id(chunks: &[DataChunk]) -> [u8; 32] {
 struct ZeroKeys(HashMap<u32, ChunkKey>);
 
 impl ZeroKeys {
+    /// Whether `r` is an all-zero chunk. A length over the largest chunk
+    /// (an flist may claim up to 4 GiB) is never one: such a chunk is
+    /// fetched and refused by its length check, and no zeros are made.
     fn is_zero(&mut self, r: &ChunkRef) -> bool {
-        let key = self
-            .0
-            .entry(r.len)
-            .or_insert_with(|| ChunkKey(*blake3::hash(&vec![0u8; r.len as usize]).as_bytes()));
+        if r.len as usize > CHUNK_SIZE_MAX {
+            return false;
+        }
+        let key = self.0.entry(r.len).or_insert_with(|| zero_key(u64::from(r.len)));
         *key == r.key
     }
+}
+
+/// The key (BLAKE3) of `len` zero bytes, hashed from one small buffer.
+fn zero_key(len: u64) -> ChunkKey {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let mut h = blake3::Hasher::new();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(ZEROS.len() as u64) as usize;
+        h.update(&ZEROS[..n]);
+        left -= n as u64;
+    }
+    ChunkKey(*h.finalize().as_bytes())
 }
 
 /// The layout of `origins`: fixed when every chunk but the last has the

@@ -44,11 +44,8 @@ impl Readiness {
 /// (never returns). In the child: new session, stdin from /dev/null,
 /// stdout and stderr appended to `log`.
 pub fn daemonize(log: &Path) -> Result<Readiness> {
-    let logf = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(|e| Error::io(format!("open log file {}", log.display()), e))?;
+    let logf =
+        crate::sys::open_own_file(log, 0o600, false).map_err(|e| e.context_prefix("log file"))?;
     let mut fds = [0i32; 2];
     // SAFETY: fds is a valid out-array of two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -134,7 +131,9 @@ pub struct PidFile {
 impl PidFile {
     pub fn create(path: &Path) -> Result<PidFile> {
         let pid = std::process::id();
-        std::fs::write(path, format!("{pid}\n"))
+        let mut f = crate::sys::open_own_file(path, 0o644, true)
+            .map_err(|e| e.context_prefix("pid file"))?;
+        f.write_all(format!("{pid}\n").as_bytes())
             .map_err(|e| Error::io(format!("write pid file {}", path.display()), e))?;
         Ok(PidFile { path: path.to_path_buf() })
     }

@@ -64,7 +64,11 @@ fn rfs_fl_is_listed_read_unpacked_verified_and_converted() -> Result<()> {
 
     run(flist(&cache).arg("verify").arg(&fl).args(["--store", &st]))?;
     let dest = tmp.path().join("dest");
-    run(flist(&cache).arg("unpack").arg(&fl).args(["--store", &st]).arg(&dest))?;
+    run(flist(&cache)
+        .args(["unpack", "--same-root-perms"])
+        .arg(&fl)
+        .args(["--store", &st])
+        .arg(&dest))?;
     compare_trees(&src, &dest, &[])?;
 
     // Convert to native, unpack that, same tree; the native one verifies too.
@@ -78,7 +82,11 @@ fn rfs_fl_is_listed_read_unpacked_verified_and_converted() -> Result<()> {
     ]))?;
     run(flist(&cache).arg("verify").arg(&native).args(["--store", &dir_url(&nstore)]))?;
     let dest2 = tmp.path().join("dest2");
-    run(flist(&cache).arg("unpack").arg(&native).args(["--store", &dir_url(&nstore)]).arg(&dest2))?;
+    run(flist(&cache)
+        .args(["unpack", "--same-root-perms"])
+        .arg(&native)
+        .args(["--store", &dir_url(&nstore)])
+        .arg(&dest2))?;
     compare_trees(&src, &dest2, &[])?;
     let d = run(flist(&cache).arg("diff").arg(&fl).arg(&native));
     ensure!(d.is_err(), "diff must see the different chunk ids");
@@ -233,7 +241,11 @@ fn zerofs_flist_is_listed_read_unpacked_verified_and_converted() -> Result<()> {
 
     run(flist(cache).arg("verify").arg(fl).args(["--store", &st]))?;
     let dest = f.tmp.path().join("dest");
-    run(flist(cache).arg("unpack").arg(fl).args(["--store", &st]).arg(&dest))?;
+    run(flist(cache)
+        .args(["unpack", "--same-root-perms"])
+        .arg(fl)
+        .args(["--store", &st])
+        .arg(&dest))?;
     compare_trees(&f.src, &dest, &[])?;
 
     // Convert to native, unpack that, same tree; the native one verifies too.
@@ -249,7 +261,11 @@ fn zerofs_flist_is_listed_read_unpacked_verified_and_converted() -> Result<()> {
     let inspect = String::from_utf8(run(flist(cache).arg("inspect").arg(&native))?.stdout)?;
     ensure!(inspect.contains("zck1"), "the converted flist is native: {inspect}");
     let dest2 = f.tmp.path().join("dest2");
-    run(flist(cache).arg("unpack").arg(&native).args(["--store", &dir_url(&nstore)]).arg(&dest2))?;
+    run(flist(cache)
+        .args(["unpack", "--same-root-perms"])
+        .arg(&native)
+        .args(["--store", &dir_url(&nstore)])
+        .arg(&dest2))?;
     compare_trees(&f.src, &dest2, &[])?;
     Ok(())
 }

@@ -45,7 +45,11 @@ fn debootstrap_rootfs_round_trip() -> Result<()> {
         .args(["--store", &dir_url(&store), "--tag", "name=debian-minbase"])
         .arg(&rootfs))?;
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    run(flist(&cache).arg("unpack").arg(&fl).args(["--store", &dir_url(&store)]).arg(&dest))?;
+    run(flist(&cache)
+        .args(["unpack", "--same-root-perms"])
+        .arg(&fl)
+        .args(["--store", &dir_url(&store)])
+        .arg(&dest))?;
     compare_trees(&rootfs, &dest, &[])?;
 
     let tree = du_bytes(&rootfs)?;

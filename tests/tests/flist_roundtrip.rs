@@ -39,7 +39,11 @@ fn directory_round_trip_is_exact_and_packing_is_deterministic() -> Result<()> {
     let chunks_after_first = store_count(&store)?;
     ensure!(chunks_after_first > 0, "pack stored no chunk");
 
-    run(flist(&cache).arg("unpack").arg(&f1).args(["--store", &dir_url(&store)]).arg(&dest))?;
+    run(flist(&cache)
+        .args(["unpack", "--same-root-perms"])
+        .arg(&f1)
+        .args(["--store", &dir_url(&store)])
+        .arg(&dest))?;
     compare_trees(&src, &dest, &[])?;
     // The comparison itself must see a one-bit difference in metadata.
     let fifo = dest.join("fifo");
@@ -117,7 +121,11 @@ fn tar_stream_round_trip_is_exact() -> Result<()> {
         String::from_utf8_lossy(&pack.stderr)
     );
 
-    run(flist(&cache).arg("unpack").arg(&f).args(["--store", &dir_url(&store)]).arg(&dest))?;
+    run(flist(&cache)
+        .args(["unpack", "--same-root-perms"])
+        .arg(&f)
+        .args(["--store", &dir_url(&store)])
+        .arg(&dest))?;
     compare_trees(&src, &dest, &[])?;
     Ok(())
 }

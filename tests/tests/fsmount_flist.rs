@@ -35,6 +35,15 @@ fn pack(env: &Env, src: &Path, store_url: &str) -> Result<PathBuf> {
     Ok(fl)
 }
 
+/// `fsmount -d FLIST MNT EXTRA…` reading from the env's `dir://` store
+/// (an flist's own routes are not used without --store).
+fn mount(env: &Env, fl: &Path, mnt: &Path, extra: &[&str]) -> Result<String> {
+    let store = dir_url(&env.path().join("store"));
+    let mut args = vec!["--store", store.as_str()];
+    args.extend(extra);
+    env.mount(fl, mnt, &args)
+}
+
 /// A counter of `fsmount stats MOUNTPOINT`.
 fn stat_field(env: &Env, mnt: &Path, name: &str) -> Result<u64> {
     let stats = env.fsmount_ok(&[OsStr::new("stats"), mnt.as_os_str()])?;
@@ -62,7 +71,7 @@ fn flist_mount_shows_every_entry_exactly() -> Result<()> {
     make_rich_tree(&src)?;
     let fl = pack(&env, &src, &dir_url(&env.path().join("store")))?;
     let mnt = env.mkdir("mnt")?;
-    env.mount(&fl, &mnt, &[])?;
+    mount(&env, &fl, &mnt, &[])?;
     ensure!(fstype_at(&mnt).as_deref() == Some("fuse.zosfs"));
 
     // A file opened while its content was not local stays open (served
@@ -74,7 +83,7 @@ fn flist_mount_shows_every_entry_exactly() -> Result<()> {
     let held = std::fs::File::open(mnt.join("usr/lib/big.bin"))?;
     ensure!(std::fs::read(mnt.join("usr/lib/big.bin"))? == big);
     let probe = env.mkdir("probe")?;
-    env.mount(&fl, &probe, &[])?;
+    mount(&env, &fl, &probe, &[])?;
     wait_for("the content to complete", Duration::from_secs(30), || {
         ensure!(std::fs::read(probe.join("usr/lib/big.bin"))? == big);
         Ok((stat_field(&env, &probe, "passthrough opens")? > 0).then_some(()))
@@ -108,7 +117,7 @@ fn flist_mount_shows_every_entry_exactly() -> Result<()> {
 
     // Inode numbers are the same on the next mount (and the next process).
     env.wait_clean()?;
-    env.mount(&fl, &mnt, &[])?;
+    mount(&env, &fl, &mnt, &[])?;
     let again = describe_tree(&mnt, false)?;
     for (p, info) in &again {
         ensure!(info.ino == got[p].ino, "{p:?}: inode {} then {}", got[p].ino, info.ino);
@@ -131,8 +140,8 @@ fn one_byte_fetches_one_chunk_and_mounts_share_the_cache() -> Result<()> {
     std::fs::write(src.join("100m.bin"), &data)?;
     let fl = pack(&env, &src, &dir_url(&env.path().join("store")))?;
     let (m1, m2) = (env.mkdir("m1")?, env.mkdir("m2")?);
-    env.mount(&fl, &m1, &[])?;
-    env.mount(&fl, &m2, &[])?;
+    mount(&env, &fl, &m1, &[])?;
+    mount(&env, &fl, &m2, &[])?;
     // One process serves both mounts of this cache.
     ensure!(env.daemon_pid(&m1)? == env.daemon_pid(&m2)?);
 
@@ -165,7 +174,7 @@ fn one_byte_fetches_one_chunk_and_mounts_share_the_cache() -> Result<()> {
     env.wait_clean()?;
 
     // The cache outlives the process: a new server fetches nothing.
-    env.mount(&fl, &m1, &[])?;
+    mount(&env, &fl, &m1, &[])?;
     ensure!(std::fs::read(m1.join("100m.bin"))? == data);
     ensure!(stat_field(&env, &m1, "chunks fetched")? == 0);
     env.umount(&m1)?;
@@ -197,7 +206,7 @@ fn cache_size_evicts_contents_not_in_use() -> Result<()> {
     }
     let fl = pack(&env, &src, &dir_url(&env.path().join("store")))?;
     let mnt = env.mkdir("mnt")?;
-    env.mount(&fl, &mnt, &["--cache-size", "10M"])?;
+    mount(&env, &fl, &mnt, &["--cache-size", "10M"])?;
     for i in 0..4u64 {
         ensure!(std::fs::read(mnt.join(format!("f{i}")))? == file(i));
     }
@@ -243,7 +252,7 @@ fn prefetch_all_fills_every_file_in_the_background() -> Result<()> {
     std::fs::write(src.join("empty"), b"")?;
     let fl = pack(&env, &src, &dir_url(&env.path().join("store")))?;
     let mnt = env.mkdir("mnt")?;
-    env.mount(&fl, &mnt, &["--prefetch", "all", "--prefetch-bandwidth", "100M"])?;
+    mount(&env, &fl, &mnt, &["--prefetch", "all", "--prefetch-bandwidth", "100M"])?;
     // Three files of three chunks each arrive without anyone reading.
     wait_for("the prefetch to fetch 9 chunks", Duration::from_secs(60), || {
         Ok((stat_field(&env, &mnt, "chunks fetched")? == 9).then_some(()))
@@ -315,7 +324,7 @@ fn kill9_with_an_flist_and_rw_layer_keeps_rw_data() -> Result<()> {
     let fl = pack(&env, &src, &dir_url(&env.path().join("store")))?;
     let mnt = env.mkdir("mnt")?;
     let rw = ["--rw", "app", "--volume-size", "1G"];
-    env.mount(&fl, &mnt, &rw)?;
+    mount(&env, &fl, &mnt, &rw)?;
     ensure!(fstype_at(&mnt).as_deref() == Some("overlay"));
     std::fs::write(mnt.join("etc/new-file"), b"written over an flist\n")?;
     std::fs::rename(mnt.join("usr/lib/big.bin"), mnt.join("usr/lib/big-renamed.bin"))?;
@@ -330,7 +339,7 @@ fn kill9_with_an_flist_and_rw_layer_keeps_rw_data() -> Result<()> {
     ensure!(env.umount(&mnt)?.contains("unmounted"));
     env.wait_clean()?;
 
-    env.mount(&fl, &mnt, &rw)?;
+    mount(&env, &fl, &mnt, &rw)?;
     compare_trees(&before, &describe_tree(&mnt, true)?, &["ino"])?;
     ensure!(std::fs::read(mnt.join("etc/new-file"))? == b"written over an flist\n");
     env.umount(&mnt)?;
@@ -354,7 +363,7 @@ fn debootstrap_rootfs_runs_from_a_lazy_mount() -> Result<()> {
     let image = du_apparent(&rootfs)?;
     let fl = pack(&env, &rootfs, &dir_url(&env.path().join("store")))?;
     let mnt = env.mkdir("merged")?;
-    env.mount(&fl, &mnt, &["--rw", "root", "--volume-size", "2G"])?;
+    mount(&env, &fl, &mnt, &["--rw", "root", "--volume-size", "2G"])?;
     ensure!(fstype_at(&mnt).as_deref() == Some("overlay"));
 
     let chroot = |args: &[&str]| -> Result<String> {
@@ -403,7 +412,7 @@ fn an_rfs_fl_mounts_like_its_source() -> Result<()> {
 
     let mnt = env.mkdir("mnt")?;
     // No --store: the routes the .fl records.
-    env.mount(&fl, &mnt, &[])?;
+    mount(&env, &fl, &mnt, &[])?;
     compare_trees(&describe_tree(&src, true)?, &describe_tree(&mnt, true)?, &["ino"])?;
     ensure!(stat_field(&env, &mnt, "chunks fetched")? >= 3);
     env.umount(&mnt)?;
@@ -425,6 +434,8 @@ fn layered_flists_later_wins() -> Result<()> {
     let mnt = env.mkdir("mnt")?;
     env.fsmount_ok(&[
         OsStr::new("-d"),
+        OsStr::new("--store"),
+        OsStr::new(&store),
         OsStr::new("--flist"),
         fa.as_os_str(),
         OsStr::new("--flist"),

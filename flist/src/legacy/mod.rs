@@ -54,6 +54,54 @@ pub(crate) fn sql(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) ->
     move |e| Error::with_source(ErrorKind::Corrupt, c, e)
 }
 
+/// Open the SQLite database of a legacy flist (untrusted input)
+/// read-only with `trusted_schema=OFF`: functions with side effects cannot
+/// run from its schema (views, triggers, defaults), and every table in
+/// `tables` must be a real table (`sqlite_master.type = 'table'`), not a
+/// view posing as one, else the flist is refused naming the object.
+pub(crate) fn open_untrusted(
+    path: &Path,
+    shown: &str,
+    tables: &[&str],
+) -> Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql(format!("{shown}: open SQLite flist")))?;
+    conn.pragma_update(None, "trusted_schema", false)
+        .map_err(sql(format!("{shown}: set trusted_schema=OFF")))?;
+    for table in tables {
+        match object_type(&conn, shown, table)?.as_deref() {
+            Some("table") => {}
+            Some(other) => {
+                return Err(corrupt(format!(
+                    "{shown}: {table:?} is a {other}, not a table; refusing this flist"
+                )));
+            }
+            None => return Err(corrupt(format!("{shown}: no {table:?} table"))),
+        }
+    }
+    Ok(conn)
+}
+
+/// The type (`table`, `view`, `index`, `trigger`) of the schema object
+/// `name`, None when there is none.
+pub(crate) fn object_type(
+    conn: &rusqlite::Connection,
+    shown: &str,
+    name: &str,
+) -> Result<Option<String>> {
+    use rusqlite::OptionalExtension;
+    conn.query_row(
+        "SELECT type FROM sqlite_master WHERE name = ?1 ORDER BY type = 'table' DESC LIMIT 1",
+        [name],
+        |r| r.get::<_, String>(0),
+    )
+    .optional()
+    .map_err(sql(format!("{shown}: damaged SQLite database")))
+}
+
 /// A column as raw bytes (TEXT or BLOB), None for NULL.
 pub(crate) fn bytes_of(v: ValueRef<'_>) -> Option<Vec<u8>> {
     match v {
@@ -67,30 +115,12 @@ const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
 
 /// Which SQLite flist `path` is: rfs has an `inode` table, 0-fs `entries`.
 fn sqlite_format(path: &Path) -> Result<Format> {
-    let shown = path.display();
-    let conn = rusqlite::Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| {
-        crate::Error::with_source(crate::ErrorKind::Corrupt, format!("{shown}: open"), e)
-    })?;
-    let has = |table: &str| -> Result<bool> {
-        conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-            [table],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n > 0)
-        .map_err(|e| {
-            crate::Error::with_source(
-                crate::ErrorKind::Corrupt,
-                format!("{shown}: damaged SQLite database"),
-                e,
-            )
-        })
+    let shown = path.display().to_string();
+    let conn = open_untrusted(path, &shown, &[])?;
+    let is_table = |name: &str| -> Result<bool> {
+        Ok(object_type(&conn, &shown, name)?.as_deref() == Some("table"))
     };
-    if has("entries")? && !has("inode")? { Ok(Format::ZeroFsDb) } else { Ok(Format::Rfs) }
+    if is_table("entries")? && !is_table("inode")? { Ok(Format::ZeroFsDb) } else { Ok(Format::Rfs) }
 }
 
 /// Tell the format of an flist file from its first bytes.

@@ -22,9 +22,9 @@ use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{bytes_of, snappy_plain, sql};
+use super::{bytes_of, open_untrusted, snappy_plain, sql};
 use crate::content::DataChunk;
 use crate::error::{Error, ErrorKind, Result, corrupt, not_found};
 use crate::model::{Chunking, Codec, DirEntry, Header, Ino, Inode, Kind};
@@ -103,11 +103,8 @@ fn redact_route(url: &str) -> String {
 impl RfsFlist {
     pub fn open(path: &Path) -> Result<RfsFlist> {
         let shown = path.display().to_string();
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sql(format!("{shown}: open rfs flist")))?;
+        let conn = open_untrusted(path, &shown, &["inode", "extra", "block", "tag", "route"])
+            .map_err(|e| e.context_prefix("rfs flist"))?;
         let root: Ino = conn
             .query_row("SELECT ino FROM inode WHERE parent = 0 ORDER BY ino LIMIT 1", [], |r| {
                 r.get::<_, i64>(0)
@@ -469,6 +466,46 @@ mod tests {
         assert!(decode_block(&id, &key, &bad).is_err());
         let (_, other_key, _) = encode_block(b"x").unwrap();
         assert!(decode_block(&id, &other_key, &blob).is_err());
+    }
+
+    /// An rfs flist whose `table` is replaced by a view over a copy.
+    fn with_view(tmp: &Path, table: &str) -> std::path::PathBuf {
+        let src = tmp.join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f"), b"hello").unwrap();
+        let out = tmp.join("v.fl");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let store = zosfs_store::backend::mem::MemStore::new();
+        write_fl(&src, &out, &store, rt.handle(), &[], &[]).unwrap();
+        let conn = Connection::open(&out).unwrap();
+        conn.execute_batch(&format!(
+            "ALTER TABLE {table} RENAME TO real_{table}; \
+             CREATE VIEW {table} AS SELECT * FROM real_{table};"
+        ))
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_view_posing_as_a_table_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        for table in ["inode", "route"] {
+            let fl = with_view(tmp.path(), table);
+            let e = RfsFlist::open(&fl).err().unwrap();
+            assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+            assert!(e.to_string().contains(&format!("{table:?} is a view, not a table")), "{e}");
+            let any = crate::legacy::open_any(&fl, &Default::default()).err().unwrap();
+            assert!(any.to_string().contains("is a view"), "{any}");
+        }
+    }
+
+    #[test]
+    fn flists_are_read_with_an_untrusted_schema() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fl = with_view(tmp.path(), "tag");
+        let conn = open_untrusted(&fl, "t", &[]).unwrap();
+        let on: i64 = conn.query_row("PRAGMA trusted_schema", [], |r| r.get(0)).unwrap();
+        assert_eq!(on, 0);
     }
 
     #[test]

@@ -100,8 +100,13 @@ pub fn file_hash(path: &Path) -> Result<String> {
 /// Extract the `.flist` file `src` into the empty directory `dest`.
 pub fn extract_archive(src: &Path, dest: &Path) -> Result<()> {
     let shown = src.display().to_string();
-    let bad = |why: String| corrupt(format!("{shown}: {why}"));
     let f = File::open(src).map_err(|e| Error::io(format!("open {shown}"), e))?;
+    extract_from(f, &shown, dest)
+}
+
+/// Extract an opened `.flist` file (named `shown` in errors) into `dest`.
+fn extract_from(f: File, shown: &str, dest: &Path) -> Result<()> {
+    let bad = |why: String| corrupt(format!("{shown}: {why}"));
     let dec = zstd::stream::read::Decoder::new(f)
         .map_err(|e| Error::with_source(ErrorKind::Corrupt, format!("{shown}: zstd"), e))?;
     let mut tar = tar::Archive::new(dec);
@@ -150,22 +155,65 @@ pub fn extract_archive(src: &Path, dest: &Path) -> Result<()> {
 
 /// Where unpacked flists are cached: `$ZOSFS_FLIST_CACHE`, else
 /// `/var/cache/zosfs/flists` for root, else `$XDG_CACHE_HOME/zosfs/flists`
-/// or `~/.cache/zosfs/flists`, else under the temp dir.
+/// or `~/.cache/zosfs/flists`, else `/tmp/zosfs-flists-<uid>`. Whichever
+/// it is, [`unpack_once`] makes it 0700 and refuses it when it is not a
+/// directory of this user (see [`private_cache_dir`]).
 pub fn default_cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("ZOSFS_FLIST_CACHE") {
         return PathBuf::from(p);
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 {
         return PathBuf::from("/var/cache/zosfs/flists");
     }
-    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|p| !p.is_empty()) {
         return PathBuf::from(p).join("zosfs/flists");
     }
-    if let Some(p) = std::env::var_os("HOME") {
+    if let Some(p) = std::env::var_os("HOME").filter(|p| !p.is_empty()) {
         return PathBuf::from(p).join(".cache/zosfs/flists");
     }
-    std::env::temp_dir().join("zosfs-flists")
+    // Per user: a directory shared by users would let one plant unpacked
+    // copies another opens.
+    std::env::temp_dir().join(format!("zosfs-flists-{uid}"))
+}
+
+/// Make `cache` a private directory of this user: created 0700 (parents as
+/// usual), an existing one must be a real directory (not a symlink) owned
+/// by the effective uid and is tightened to 0700. Whoever else could write
+/// it could plant an unpacked copy under the name of a hash we trust.
+pub fn private_cache_dir(cache: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let shown = cache.display();
+    if let Some(parent) = cache.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io(format!("create flist cache parent {}", parent.display()), e))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(cache) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(format!("create flist cache {shown}"), e)),
+    }
+    let md = std::fs::symlink_metadata(cache)
+        .map_err(|e| Error::io(format!("stat flist cache {shown}"), e))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if !md.file_type().is_dir() || md.uid() != uid {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "flist cache {shown} must be a directory (not a symlink) owned by uid {uid}; \
+                 it is a {} owned by uid {}: remove it or set ZOSFS_FLIST_CACHE",
+                if md.file_type().is_symlink() { "symlink" } else { "file or directory" },
+                md.uid()
+            ),
+        ));
+    }
+    if md.mode() & 0o077 != 0 {
+        std::fs::set_permissions(cache, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(format!("chmod 0700 flist cache {shown}"), e))?;
+    }
+    Ok(())
 }
 
 /// Unpack `src` into `cache/<blake3 of src>` unless it is there already;
@@ -175,47 +223,91 @@ pub fn unpack_cached(
     cache: &Path,
     check: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
-    unpack_once(src, cache, "", "CURRENT", |dir| extract_archive(src, dir), check)
+    let shown = src.display().to_string();
+    let extract = |copy: &Path, dir: &Path| {
+        let f = File::open(copy).map_err(|e| Error::io(format!("open {shown}"), e))?;
+        extract_from(f, &shown, dir)
+    };
+    unpack_once(src, cache, "", "CURRENT", extract, check)
+}
+
+/// Copy `src` to the new file `dest` through one descriptor, returning the
+/// BLAKE3 (hex) of exactly the bytes copied.
+fn copy_hashed(src: &Path, dest: &Path) -> Result<String> {
+    let mut from = BufReader::with_capacity(
+        1 << 20,
+        File::open(src).map_err(|e| Error::io(format!("open {}", src.display()), e))?,
+    );
+    let mut to = BufWriter::with_capacity(
+        1 << 20,
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .map_err(|e| Error::io(format!("create {}", dest.display()), e))?,
+    );
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(format!("read {}", src.display()), e)),
+        };
+        h.update(&buf[..n]);
+        to.write_all(&buf[..n]).map_err(|e| Error::io(format!("write {}", dest.display()), e))?;
+    }
+    to.flush().map_err(|e| Error::io(format!("write {}", dest.display()), e))?;
+    Ok(h.finalize().to_hex().to_string())
 }
 
 /// Unpack `src` once into the directory `cache/<blake3 of src><suffix>`:
-/// `extract` fills a fresh temporary directory beside it, `check` validates
-/// that, and an atomic rename makes it visible; the directory counts as
-/// complete when it holds `marker`. Concurrent unpackers of one file all
-/// end up using the copy renamed into place first.
+/// `extract(copy, dir)` fills a fresh directory from `copy`, `check`
+/// validates that, and an atomic rename makes it visible; the directory
+/// counts as complete when it holds `marker`. Concurrent unpackers of one
+/// file all end up using the copy renamed into place first.
+///
+/// The name is the hash of the bytes extracted: `src` is copied once into
+/// a private temporary directory while hashed, and `extract` reads only
+/// that copy, so a file changed between hashing and extraction cannot put
+/// other content under a trusted name. (A complete copy found under the
+/// hash read first is used as it is: it was made from bytes of that hash.)
 pub fn unpack_once(
     src: &Path,
     cache: &Path,
     suffix: &str,
     marker: &str,
-    extract: impl FnOnce(&Path) -> Result<()>,
+    extract: impl FnOnce(&Path, &Path) -> Result<()>,
     check: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
-    let final_dir = cache.join(format!("{}{suffix}", file_hash(src)?));
-    let complete = || final_dir.join(marker).is_file();
-    if complete() {
-        return Ok(final_dir);
+    private_cache_dir(cache)?;
+    let done = |hash: &str| {
+        let dir = cache.join(format!("{hash}{suffix}"));
+        dir.join(marker).is_file().then_some(dir)
+    };
+    if let Some(dir) = done(&file_hash(src)?) {
+        return Ok(dir);
     }
-    std::fs::create_dir_all(cache)
-        .map_err(|e| Error::io(format!("create flist cache {}", cache.display()), e))?;
     let tmp = tempfile::Builder::new()
         .prefix(".unpack-")
         .tempdir_in(cache)
         .map_err(|e| Error::io(format!("create temp dir in {}", cache.display()), e))?;
-    extract(tmp.path())?;
-    check(tmp.path())?;
-    let tmp = tmp.keep();
-    match std::fs::rename(&tmp, &final_dir) {
+    let copy = tmp.path().join("source");
+    let hash = copy_hashed(src, &copy)?;
+    if let Some(dir) = done(&hash) {
+        return Ok(dir);
+    }
+    let out = tmp.path().join("unpacked");
+    std::fs::create_dir(&out).map_err(|e| Error::io(format!("create {}", out.display()), e))?;
+    extract(&copy, &out)?;
+    check(&out)?;
+    let final_dir = cache.join(format!("{hash}{suffix}"));
+    match std::fs::rename(&out, &final_dir) {
         Ok(()) => Ok(final_dir),
-        // Another process unpacked the same file first: use its copy.
-        Err(_) if complete() => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Ok(final_dir)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(Error::io(format!("rename into {}", final_dir.display()), e))
-        }
+        // Another process unpacked the same bytes first: use its copy.
+        Err(_) if done(&hash).is_some() => Ok(final_dir),
+        Err(e) => Err(Error::io(format!("rename into {}", final_dir.display()), e)),
     }
 }
 
@@ -233,4 +325,67 @@ pub fn sniff(path: &Path, n: usize) -> Result<Vec<u8>> {
     }
     buf.truncate(got);
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// The bytes extracted are the bytes named: the file is swapped for
+    /// another one after it was read for hashing, and the copy under the
+    /// first content's hash still holds the first content.
+    #[test]
+    fn the_extracted_bytes_are_the_hashed_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, cache) = (tmp.path().join("in"), tmp.path().join("cache"));
+        let (first, second) = (b"first content".to_vec(), b"planted content".to_vec());
+        std::fs::write(&src, &first).unwrap();
+        let dir = unpack_once(
+            &src,
+            &cache,
+            "",
+            "data",
+            |copy, dir| {
+                // The swap an attacker would make between hash and extract.
+                std::fs::write(&src, &second).unwrap();
+                std::fs::copy(copy, dir.join("data")).map(drop).map_err(|e| Error::io("copy", e))
+            },
+            |_| Ok(()),
+        )
+        .unwrap();
+        assert_eq!(dir, cache.join(blake3::hash(&first).to_hex().as_str()));
+        assert_eq!(std::fs::read(dir.join("data")).unwrap(), first);
+        // The swapped file gets its own copy, named by its own bytes.
+        let dir2 = unpack_once(
+            &src,
+            &cache,
+            "",
+            "data",
+            |copy, dir| {
+                std::fs::copy(copy, dir.join("data")).map(drop).map_err(|e| Error::io("copy", e))
+            },
+            |_| Ok(()),
+        )
+        .unwrap();
+        assert_eq!(dir2, cache.join(blake3::hash(&second).to_hex().as_str()));
+        assert_eq!(std::fs::read(dir2.join("data")).unwrap(), second);
+        // Nothing but the two copies is left (no temp dirs, no sources).
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn the_cache_is_private_and_a_symlink_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("c");
+        std::fs::create_dir(&cache).unwrap();
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+        private_cache_dir(&cache).unwrap();
+        assert_eq!(std::fs::metadata(&cache).unwrap().mode() & 0o777, 0o700);
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&cache, &link).unwrap();
+        let e = private_cache_dir(&link).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("symlink"), "{e}");
+    }
 }

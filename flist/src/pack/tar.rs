@@ -8,7 +8,7 @@ use std::io::Read;
 
 use super::builder::{Attrs, Builder};
 use super::pipeline::Pipeline;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, invalid};
 use crate::model::{Kind, Xattr};
 use crate::names::show;
 
@@ -34,6 +34,22 @@ fn member_names(raw: &[u8]) -> Result<Vec<&[u8]>> {
         }
     }
     Ok(out)
+}
+
+/// The header's mtime in nanoseconds; a time past what i64 nanoseconds
+/// hold (year 2262; base-256 fields can claim far more) is refused.
+fn header_mtime_ns(h: &::tar::Header) -> std::result::Result<i64, String> {
+    let secs = h.mtime().map_err(|e| format!("bad mtime field: {e}"))?;
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| s.checked_mul(1_000_000_000))
+        .ok_or_else(|| format!("mtime {secs} s is out of range (at most year 2262)"))
+}
+
+/// A uid or gid of the header, which must fit 32 bits.
+fn header_id(v: std::io::Result<u64>, what: &str) -> std::result::Result<u32, String> {
+    let v = v.map_err(|e| format!("bad {what} field: {e}"))?;
+    u32::try_from(v).map_err(|_| format!("{what} {v} does not fit 32 bits"))
 }
 
 fn parse_pax_time(v: &[u8]) -> Option<i64> {
@@ -71,9 +87,9 @@ pub(super) fn read_tar_source(
         let ctx = |what: &str| format!("tar member {}: {what}", show(&raw));
         let names = member_names(&raw)?;
         let h = entry.header().clone();
-        let mut mtime_ns = h.mtime().map(|s| s as i64 * 1_000_000_000).unwrap_or(0);
-        let mut uid = h.uid().unwrap_or(0) as u32;
-        let mut gid = h.gid().unwrap_or(0) as u32;
+        let mut mtime_ns = header_mtime_ns(&h).map_err(|why| invalid(ctx(&why)))?;
+        let mut uid = header_id(h.uid(), "uid").map_err(|why| invalid(ctx(&why)))?;
+        let mut gid = header_id(h.gid(), "gid").map_err(|why| invalid(ctx(&why)))?;
         let mut xattrs = Vec::new();
         if let Some(pax) = entry
             .pax_extensions()
@@ -85,7 +101,14 @@ pub(super) fn read_tar_source(
                 let key = ext.key_bytes();
                 let v = ext.value_bytes();
                 match key {
-                    b"mtime" => mtime_ns = parse_pax_time(v).unwrap_or(mtime_ns),
+                    b"mtime" => {
+                        mtime_ns = parse_pax_time(v).ok_or_else(|| {
+                            invalid(ctx(&format!(
+                                "PAX mtime {:?} is not a time in nanoseconds an i64 holds",
+                                String::from_utf8_lossy(v)
+                            )))
+                        })?
+                    }
                     b"uid" => {
                         uid =
                             std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).unwrap_or(uid)
@@ -193,6 +216,22 @@ mod tests {
         assert!(member_names(b"./").unwrap().is_empty());
         assert_eq!(member_names(b"/etc/passwd").unwrap_err().kind(), ErrorKind::Escape);
         assert_eq!(member_names(b"a/../../x").unwrap_err().kind(), ErrorKind::Escape);
+    }
+
+    #[test]
+    fn header_times_and_ids_out_of_range_are_refused() {
+        let mut h = ::tar::Header::new_gnu();
+        h.set_mtime(1_700_000_000);
+        assert_eq!(header_mtime_ns(&h).unwrap(), 1_700_000_000_000_000_000);
+        // Base-256 fields hold any u64: far past what i64 nanoseconds hold.
+        for secs in [u64::MAX, i64::MAX as u64, 9_223_372_037] {
+            h.set_mtime(secs);
+            let e = header_mtime_ns(&h).unwrap_err();
+            assert!(e.contains("out of range"), "{secs}: {e}");
+        }
+        assert_eq!(header_id(Ok(7), "uid"), Ok(7));
+        assert!(header_id(Ok(1 << 32), "uid").unwrap_err().contains("32 bits"));
+        assert_eq!(parse_pax_time(b"99999999999999999999"), None);
     }
 
     #[test]

@@ -37,12 +37,26 @@ pub struct UnpackOptions {
     pub jobs: usize,
     /// Chunk fetches in flight per file.
     pub ahead: usize,
+    /// Give entries the flist's owners (default: when running as root,
+    /// like tar; otherwise every entry belongs to the caller).
+    pub same_owner: bool,
+    /// Create device nodes (default); false skips them and counts them.
+    pub devices: bool,
+    /// Give `dest` itself the mode, owner and mtime of the flist's root
+    /// (default false: DEST keeps its own; an flist must not loosen it).
+    pub root_attrs: bool,
 }
 
 impl Default for UnpackOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        UnpackOptions { jobs: (cores * 2).max(4), ahead: 4 }
+        UnpackOptions {
+            jobs: (cores * 2).max(4),
+            ahead: 4,
+            same_owner: sys::is_root(),
+            devices: true,
+            root_attrs: false,
+        }
     }
 }
 
@@ -53,6 +67,8 @@ pub struct UnpackReport {
     pub files: u64,
     pub bytes: u64,
     pub hardlinks: u64,
+    /// Device nodes not created (`devices: false`).
+    pub devices_skipped: u64,
 }
 
 struct Item {
@@ -94,10 +110,10 @@ pub fn unpack<T: Tree + ?Sized>(
     let root: OwnedFd =
         File::open(dest).map_err(|e| Error::io(format!("open {}", dest.display()), e))?.into();
     let mut report = UnpackReport::default();
-    let files = create_entries(&root, &items, &mut report)?;
+    let files = create_entries(&root, &items, opts, &mut report)?;
     fill_files(tree, &root, &items, &files, store, rt, opts, &mut report)?;
     link_hardlinks(&root, &items, &mut report)?;
-    finish_dirs(&root, &items)?;
+    finish_dirs(&root, &items, opts)?;
     Ok(report)
 }
 
@@ -120,7 +136,12 @@ fn plan<T: Tree + ?Sized>(tree: &T) -> Result<Vec<Item>> {
 }
 
 /// Pass 1. Returns the indexes of the first name of every regular file.
-fn create_entries(root: &OwnedFd, items: &[Item], report: &mut UnpackReport) -> Result<Vec<usize>> {
+fn create_entries(
+    root: &OwnedFd,
+    items: &[Item],
+    opts: &UnpackOptions,
+    report: &mut UnpackReport,
+) -> Result<Vec<usize>> {
     let mut files = Vec::new();
     let mut first_name: HashMap<Ino, usize> = HashMap::new();
     // Open directories along the current walk path: (path, fd).
@@ -165,14 +186,17 @@ fn create_entries(root: &OwnedFd, items: &[Item], report: &mut UnpackReport) -> 
             }
             Kind::Symlink => {
                 sys::symlinkat(&ino.target, dfd, name).map_err(|e| Error::io(ctx("symlink"), e))?;
-                set_meta_at(dir, name, ino, &item.path)?;
+                set_meta_at(dir, name, ino, &item.path, opts)?;
+            }
+            Kind::CharDev | Kind::BlockDev if !opts.devices => {
+                report.devices_skipped += 1;
             }
             Kind::CharDev | Kind::BlockDev | Kind::Fifo | Kind::Socket => {
                 let rdev =
                     if matches!(ino.kind, Kind::CharDev | Kind::BlockDev) { ino.rdev } else { 0 };
                 sys::mknodat(dfd, name, ino.kind.mode_bits() | 0o600, rdev)
                     .map_err(|e| Error::io(ctx("mknod"), e))?;
-                set_meta_at(dir, name, ino, &item.path)?;
+                set_meta_at(dir, name, ino, &item.path, opts)?;
             }
         }
     }
@@ -180,10 +204,16 @@ fn create_entries(root: &OwnedFd, items: &[Item], report: &mut UnpackReport) -> 
 }
 
 /// Metadata of a non-directory, non-regular entry `name` in `dir`.
-fn set_meta_at(dir: &OwnedFd, name: &[u8], ino: &Inode, path: &[u8]) -> Result<()> {
+fn set_meta_at(
+    dir: &OwnedFd,
+    name: &[u8],
+    ino: &Inode,
+    path: &[u8],
+    opts: &UnpackOptions,
+) -> Result<()> {
     let ctx = |what: &str| format!("{what} {}", show(path));
     let dfd = dir.as_raw_fd();
-    if sys::is_root() {
+    if opts.same_owner {
         sys::lchownat(dfd, name, ino.uid, ino.gid).map_err(|e| Error::io(ctx("chown"), e))?;
     }
     let proc = sys::proc_path(dir, name);
@@ -198,9 +228,9 @@ fn set_meta_at(dir: &OwnedFd, name: &[u8], ino: &Inode, path: &[u8]) -> Result<(
 }
 
 /// Metadata of an open regular file or directory.
-fn set_meta_fd(fd: &impl AsRawFd, ino: &Inode, path: &[u8]) -> Result<()> {
+fn set_meta_fd(fd: &impl AsRawFd, ino: &Inode, path: &[u8], same_owner: bool) -> Result<()> {
     let ctx = |what: &str| format!("{what} {}", show(path));
-    if sys::is_root() {
+    if same_owner {
         sys::fchown(fd, ino.uid, ino.gid).map_err(|e| Error::io(ctx("chown"), e))?;
     }
     for x in &ino.xattrs {
@@ -257,8 +287,8 @@ fn fill_batch(
             let store = store.clone();
             let inode = items[i].inode.clone();
             let path = items[i].path.clone();
-            let ahead = opts.ahead;
-            async move { fill_one(Arc::new(f), inode, path, data, store, ahead).await }
+            let (ahead, same_owner) = (opts.ahead, opts.same_owner);
+            async move { fill_one(Arc::new(f), inode, path, data, store, ahead, same_owner).await }
         })
         .collect();
     let results: Vec<Result<()>> =
@@ -273,6 +303,7 @@ async fn fill_one(
     data: Vec<DataChunk>,
     store: Store,
     ahead: usize,
+    same_owner: bool,
 ) -> Result<()> {
     let mut off = 0u64;
     let mut chunks = std::pin::pin!(stream_file(store, data, ahead));
@@ -290,7 +321,7 @@ async fn fill_one(
     }
     tokio::task::spawn_blocking(move || {
         f.set_len(off).map_err(|e| Error::io(format!("truncate {}", show(&path)), e))?;
-        set_meta_fd(&*f, &inode, &path)
+        set_meta_fd(&*f, &inode, &path, same_owner)
     })
     .await
     .map_err(|e| Error::with_source(ErrorKind::Io, "metadata task", e))?
@@ -342,12 +373,14 @@ fn link_hardlinks(root: &OwnedFd, items: &[Item], report: &mut UnpackReport) -> 
     Ok(())
 }
 
-/// Pass 4: directory metadata, deepest first; the root goes on `dest`.
-fn finish_dirs(root: &OwnedFd, items: &[Item]) -> Result<()> {
-    for item in items.iter().rev().filter(|i| i.inode.kind == Kind::Dir) {
+/// Pass 4: directory metadata, deepest first; the root's goes on `dest`
+/// only with `root_attrs` (else DEST keeps its own mode and owner).
+fn finish_dirs(root: &OwnedFd, items: &[Item], opts: &UnpackOptions) -> Result<()> {
+    let dirs = items.iter().rev().filter(|i| i.inode.kind == Kind::Dir);
+    for item in dirs.filter(|i| opts.root_attrs || !i.path.is_empty()) {
         let names: Vec<&[u8]> = components(&item.path).collect();
         let fd = open_below(root, &names, &item.path)?;
-        set_meta_fd(&fd, &item.inode, &item.path)?;
+        set_meta_fd(&fd, &item.inode, &item.path, opts.same_owner)?;
     }
     Ok(())
 }

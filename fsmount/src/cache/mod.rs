@@ -35,6 +35,7 @@ use source::FlistSource;
 use zosfs_flist::source::{FileChunks, content_id};
 
 use crate::error::{Error, ErrorKind, Result, flist_err};
+use crate::state::{private_dir, private_root};
 use crate::stats::Counters;
 
 /// Contents `CACHE/contents/<hex>` and unpacked flists `CACHE/flists`.
@@ -77,11 +78,75 @@ pub struct ContentCache {
     dir: PathBuf,
     budget: Option<u64>,
     rt: tokio::runtime::Runtime,
-    state: Mutex<State>,
+    /// Shared with eviction runs spawned on `rt` (which must not hold the
+    /// cache itself: its last drop would drop the runtime inside a task).
+    state: Arc<Mutex<State>>,
 }
 
 fn allocated(p: &Path) -> u64 {
     std::fs::symlink_metadata(p).map(|m| m.blocks() * 512).unwrap_or(0)
+}
+
+fn measure(dir: &Path, id: &[u8; 32]) -> u64 {
+    let p = data_path(dir, id);
+    allocated(&p) + allocated(&LazyFile::state_path(&p))
+}
+
+/// Drop unused contents, least recently used first, until the measured
+/// total fits the budget. Idle contents not measured full are measured
+/// again (fills land on disk shortly after readers got their data).
+fn evict(dir: &Path, budget: Option<u64>, state: &Mutex<State>) {
+    let Some(budget) = budget else { return };
+    let mut victims = Vec::new();
+    {
+        let mut st = state.lock();
+        let stale: Vec<[u8; 32]> = st
+            .entries
+            .iter()
+            .filter(|(_, e)| e.users == 0 && e.bytes < e.size)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            let bytes = measure(dir, &id);
+            if let Some(e) = st.entries.get_mut(&id) {
+                e.bytes = bytes;
+            }
+        }
+        let mut total: u64 = st.entries.values().map(|e| e.bytes).sum();
+        if total <= budget {
+            return;
+        }
+        let mut idle: Vec<([u8; 32], u64, u64)> = st
+            .entries
+            .iter()
+            .filter(|(_, e)| e.users == 0)
+            .map(|(id, e)| (*id, e.last_used, e.bytes))
+            .collect();
+        idle.sort_by_key(|v| v.1);
+        for (id, last_used, bytes) in idle {
+            if total <= budget {
+                break;
+            }
+            total -= bytes;
+            st.idle.remove(&last_used);
+            st.entries.remove(&id);
+            victims.push(id);
+        }
+        // Unlink under the lock: a new open of the same content must
+        // find no file, or its own.
+        for id in &victims {
+            let p = data_path(dir, id);
+            let _ = std::fs::remove_file(LazyFile::state_path(&p));
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    if !victims.is_empty() {
+        tracing::info!("cache over budget: evicted {} contents", victims.len());
+    }
+}
+
+fn data_path(dir: &Path, id: &[u8; 32]) -> PathBuf {
+    dir.join(CONTENTS).join(hex::encode(id))
 }
 
 /// As many open files as the system allows: every loaded content holds two.
@@ -100,9 +165,11 @@ impl ContentCache {
     /// Open the cache in `dir` (created when missing); contents already
     /// there are kept and count against `budget`.
     pub fn open(dir: &Path, budget: Option<u64>) -> Result<ContentCache> {
+        // 0700: the contents are the files of the images, whatever their
+        // own modes say (an image's /etc/shadow is cached here too).
+        private_root(dir, CONTENTS)?;
         let contents = dir.join(CONTENTS);
-        std::fs::create_dir_all(&contents)
-            .map_err(|e| Error::io(format!("create {}", contents.display()), e))?;
+        private_dir(&contents)?;
         raise_nofile_limit();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -149,7 +216,7 @@ impl ContentCache {
             dir: dir.to_path_buf(),
             budget,
             rt,
-            state: Mutex::new(State { entries, idle: BTreeMap::new(), tick }),
+            state: Arc::new(Mutex::new(State { entries, idle: BTreeMap::new(), tick })),
         };
         cache.evict();
         Ok(cache)
@@ -165,7 +232,7 @@ impl ContentCache {
     }
 
     fn data_path(&self, id: &[u8; 32]) -> PathBuf {
-        self.dir.join(CONTENTS).join(hex::encode(id))
+        data_path(&self.dir, id)
     }
 
     /// The LazyFile of a content, opened (and counted as used) for a reader
@@ -242,19 +309,29 @@ impl ContentCache {
 
     /// One user of `id` is done: close the longest idle contents beyond
     /// [`MAX_IDLE_LOADED`], and make room if the cache is over budget.
-    fn release(&self, id: &[u8; 32]) {
-        let idle = {
+    ///
+    /// When the last user goes, eviction runs now and once more after the
+    /// content's fills in flight have landed: readers get a chunk before
+    /// it is written, so the size measured now can be short, and without
+    /// the second run a cache left over budget by late writes would stay
+    /// so until some other file is released.
+    fn release(self: &Arc<Self>, id: &[u8; 32]) {
+        let (idle, settling) = {
             let mut st = self.state.lock();
             let st = &mut *st;
-            let idle = match st.entries.get_mut(id) {
+            let (idle, settling) = match st.entries.get_mut(id) {
                 Some(e) => {
                     e.users = e.users.saturating_sub(1);
                     if e.users == 0 && e.loaded.is_some() {
                         st.idle.insert(e.last_used, *id);
                     }
-                    e.users == 0
+                    let settling = match &e.loaded {
+                        Some((lf, _)) if e.users == 0 && self.budget.is_some() => Some(lf.clone()),
+                        _ => None,
+                    };
+                    (e.users == 0, settling)
                 }
-                None => false,
+                None => (false, None),
             };
             while st.idle.len() > MAX_IDLE_LOADED {
                 let Some((_, old)) = st.idle.pop_first() else { break };
@@ -271,69 +348,25 @@ impl ContentCache {
                     }
                 }
             }
-            idle
+            (idle, settling)
         };
         if idle {
             self.evict();
         }
+        if let Some(lf) = settling {
+            let (dir, budget, state) = (self.dir.clone(), self.budget, self.state.clone());
+            self.rt.spawn(async move {
+                lf.settled().await;
+                drop(lf);
+                // Unlinks and stats: off the async workers.
+                let _ = tokio::task::spawn_blocking(move || evict(&dir, budget, &state)).await;
+            });
+        }
     }
 
-    fn measure(&self, id: &[u8; 32]) -> u64 {
-        let p = self.data_path(id);
-        allocated(&p) + allocated(&LazyFile::state_path(&p))
-    }
-
-    /// Drop unused contents, least recently used first, until the measured
-    /// total fits the budget. Idle contents not measured full are measured
-    /// again (fills land on disk shortly after readers got their data).
+    /// Drop unused contents until the cache fits its budget.
     fn evict(&self) {
-        let Some(budget) = self.budget else { return };
-        let mut victims = Vec::new();
-        {
-            let mut st = self.state.lock();
-            let stale: Vec<[u8; 32]> = st
-                .entries
-                .iter()
-                .filter(|(_, e)| e.users == 0 && e.bytes < e.size)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in stale {
-                let bytes = self.measure(&id);
-                if let Some(e) = st.entries.get_mut(&id) {
-                    e.bytes = bytes;
-                }
-            }
-            let mut total: u64 = st.entries.values().map(|e| e.bytes).sum();
-            if total <= budget {
-                return;
-            }
-            let mut idle: Vec<([u8; 32], u64, u64)> = st
-                .entries
-                .iter()
-                .filter(|(_, e)| e.users == 0)
-                .map(|(id, e)| (*id, e.last_used, e.bytes))
-                .collect();
-            idle.sort_by_key(|v| v.1);
-            for (id, last_used, bytes) in idle {
-                if total <= budget {
-                    break;
-                }
-                total -= bytes;
-                st.idle.remove(&last_used);
-                st.entries.remove(&id);
-                victims.push(id);
-            }
-            // Unlink under the lock: a new open of the same content must
-            // find no file, or its own.
-            for id in &victims {
-                let p = self.data_path(id);
-                let _ = std::fs::remove_file(LazyFile::state_path(&p));
-                let _ = std::fs::remove_file(&p);
-            }
-        }
-        if !victims.is_empty() {
-            tracing::info!("cache over budget: evicted {} contents", victims.len());
-        }
+        evict(&self.dir, self.budget, &self.state);
     }
 
     /// Open a regular file's content for reading in a mount.

@@ -65,6 +65,11 @@ pub struct MountArgs {
     /// Chunk store URL (repeatable: replicas, routes).
     #[arg(long = "store", value_name = "URL", env = "ZOSFS_STORE", value_delimiter = ',')]
     pub stores: Vec<String>,
+    /// Without --store: read chunks from the stores the flist records,
+    /// network ones (zdb://, redis://) only. Off by default: an flist is
+    /// untrusted and could name any path or host.
+    #[arg(long, env = "ZOSFS_USE_FLIST_ROUTES")]
+    pub use_flist_routes: bool,
     /// Persistent read-write layer NAME (a btrfs subvolume).
     #[arg(long, value_name = "NAME")]
     pub rw: Option<String>,
@@ -77,7 +82,9 @@ pub struct MountArgs {
     #[arg(long)]
     pub ro: bool,
     /// Node cache directory, shared by every mount using it (one serving
-    /// process per cache).
+    /// process per cache): file contents in DIR/contents, unpacked flists
+    /// in DIR/flists (fsmount does not use ZOSFS_FLIST_CACHE). Made 0700:
+    /// it holds the images' files whatever their modes.
     #[arg(long, value_name = "DIR", env = "ZOSFS_CACHE", default_value = DEFAULT_CACHE_DIR)]
     pub cache: PathBuf,
     /// Byte budget of the node cache (least recently used content goes).
@@ -146,6 +153,7 @@ fn build_spec(a: &MountArgs, state: &StateDir) -> Result<MountSpec> {
     Ok(MountSpec {
         sources,
         stores: a.stores.clone(),
+        use_flist_routes: a.use_flist_routes,
         mountpoint,
         rw: a.rw.clone(),
         read_only: a.ro,
@@ -294,10 +302,7 @@ pub fn run(a: MountArgs, ctx: &Ctx) -> Result<ExitCode> {
 /// Foreground with --log-file: send our stderr (the log) there.
 fn redirect_stderr(log: &Path) -> Result<()> {
     use std::os::fd::AsRawFd;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
+    let f = crate::sys::open_own_file(log, 0o600, false)
         .with_context(|| format!("open log file {}", log.display()))?;
     // SAFETY: dup2 of a descriptor we own onto stderr.
     if unsafe { libc::dup2(f.as_raw_fd(), 2) } < 0 {

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result, invalid};
-use crate::fuse::session::{FuseMount, mount_fuse};
+use crate::fuse::session::{FuseMount, FuseView, mount_fuse};
 use crate::fuse::{FuseFs, FuseOptions};
 use crate::overlay::mount_overlay;
 use crate::registry::MountEntry;
-use crate::state::{FORMAT_VERSION, MountRecord, StateDir, now_secs};
+use crate::state::{FORMAT_VERSION, MountRecord, StateDir, now_secs, private_dir};
 use crate::stats::{Counters, Snapshot};
 use crate::tree::Tree;
 use crate::volume::{RwLayer, Volume, VolumeSpec, match_root_attrs};
@@ -30,6 +30,10 @@ pub struct MountSpec {
     /// Chunk store URLs (passwords included: the spec only travels over
     /// the root-only server socket and is never logged).
     pub stores: Vec<String>,
+    /// Without `stores`: read from the network stores the flists record
+    /// (the user opted in; see `zosfs_flist::stores`).
+    #[serde(default)]
+    pub use_flist_routes: bool,
     pub mountpoint: PathBuf,
     pub rw: Option<String>,
     pub read_only: bool,
@@ -164,15 +168,16 @@ pub fn setup(
         e
     };
     state.write_record(&record).map_err(undo)?;
-    std::fs::create_dir_all(&mdir)
-        .map_err(|e| undo(Error::io(format!("create {}", mdir.display()), e)))?;
+    // 0700: the lower below shows the image's setuid files and devices.
+    private_dir(&mdir).map_err(undo)?;
 
     if overlay {
         std::fs::create_dir_all(&lower)
             .map_err(|e| undo(Error::io(format!("create {}", lower.display()), e)))?;
     }
     let fs = FuseFs::new(tree, counters.clone(), &spec.fuse);
-    let fuse = mount_fuse(fs, &lower, "zosfs", spec.threads, on_end).map_err(undo)?;
+    let view = if overlay { FuseView::Lower } else { FuseView::Mountpoint };
+    let fuse = mount_fuse(fs, &lower, "zosfs", view, spec.threads, on_end).map_err(undo)?;
     if let Some(l) = &layer {
         if l.created {
             match_root_attrs(&l.upper, &lower).map_err(undo)?;

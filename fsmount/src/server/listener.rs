@@ -4,8 +4,8 @@
 //! unmounts change shared state); reading and writing never block it.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Sender, channel};
@@ -32,11 +32,11 @@ impl Listener {
     /// server answers there, under the state lock) and serve in threads.
     pub fn start(path: &Path, events: Sender<Event>) -> Result<Listener> {
         let _ = std::fs::remove_file(path);
-        let l = UnixListener::bind(path)
+        // Born 0600 in a 0700 directory; every connection's peer is
+        // checked with SO_PEERCRED as well (see `serve`).
+        let l = crate::sys::bind_private(path)
             .map_err(|e| Error::io(format!("bind server socket {}", path.display()), e))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
-        let md = std::fs::metadata(path)
+        let md = std::fs::symlink_metadata(path)
             .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
         let ident = (md.dev(), md.ino());
         let busy = Arc::new((Mutex::new(0usize), Condvar::new()));

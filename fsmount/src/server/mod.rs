@@ -28,6 +28,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
+use zosfs_flist::stores::RoutePolicy;
 
 use crate::cache::ContentCache;
 use crate::daemon::PidFile;
@@ -239,6 +240,7 @@ impl Server {
             let t = Arc::new(tree::flist::FlistTree::open(
                 s,
                 &spec.stores,
+                route_policy(spec),
                 self.cache.clone(),
                 counters.clone(),
             )?);
@@ -420,4 +422,9 @@ impl Server {
         }
         self.listener.drain(Duration::from_secs(5));
     }
+}
+
+/// Whether a mount may read from the stores its flists record.
+fn route_policy(spec: &MountSpec) -> RoutePolicy {
+    if spec.use_flist_routes { RoutePolicy::Remote } else { RoutePolicy::Refuse }
 }

@@ -96,15 +96,18 @@ pub fn fsmount_alive(pid: u32) -> bool {
 
 impl StateDir {
     /// Open (creating) a state directory.
+    ///
+    /// Every directory fsmount makes here is 0700: the FUSE lower of a
+    /// mount and the volumes hold whatever the images and rw layers hold
+    /// (setuid binaries, device nodes), and only the overlay on top is
+    /// meant to be seen by other users.
     pub fn open(root: &Path, node: &Node) -> Result<StateDir> {
-        std::fs::create_dir_all(root)
-            .map_err(|e| Error::io(format!("create state directory {}", root.display()), e))?;
+        private_root(root, "lock")?;
         let root = std::fs::canonicalize(root)
             .map_err(|e| Error::io(format!("resolve state directory {}", root.display()), e))?;
         let s = StateDir { root, node: node.clone() };
         for d in [s.mounts_dir(), s.volumes_dir(), s.servers_dir()] {
-            std::fs::create_dir_all(&d)
-                .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+            private_dir(&d)?;
         }
         Ok(s)
     }
@@ -275,6 +278,22 @@ pub(crate) fn remove_file(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(format!("remove {}", path.display()), e)),
     }
+}
+
+/// A top directory fsmount uses (the state root, a cache): created 0700;
+/// an existing one is tightened to 0700 only when it is empty or already
+/// ours (holds `marker`), so `--state`/`--cache` naming some shared
+/// directory by mistake does not change it (the 0700 subdirectories
+/// fsmount makes in it still keep others out).
+pub(crate) fn private_root(root: &Path, marker: &str) -> Result<()> {
+    let existing = std::fs::symlink_metadata(root).is_ok();
+    let ours = !existing
+        || root.join(marker).exists()
+        || std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none());
+    if ours {
+        return private_dir(root);
+    }
+    Ok(())
 }
 
 /// Create a directory readable by its owner only (its parents as usual);

@@ -97,3 +97,76 @@ pub fn process_name(pid: u32) -> Option<String> {
 
 // The peer check of every zosfs socket lives with the node store's.
 pub use zosfs_store::node::frame::{peer_uid, trusted_uid as peer_allowed};
+
+/// Bind a listening unix socket at `path` whose file is 0600 from the
+/// moment it exists: the socket inode's mode is set before bind(2), which
+/// creates the file with that mode (less the umask), so there is no window
+/// between bind and a chmod. (The umask is per process: changing it would
+/// race other threads creating files.)
+pub fn bind_private(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain old data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "socket path too long or holds a NUL byte",
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: plain socket(2); the fd is owned right below.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: fchmod, bind and listen on our own fd with a valid address of `len` bytes.
+    unsafe {
+        if libc::fchmod(sock.as_raw_fd(), 0o600) != 0
+            || libc::bind(
+                sock.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                len as libc::socklen_t,
+            ) != 0
+            || libc::listen(sock.as_raw_fd(), 128) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(std::os::unix::net::UnixListener::from(sock))
+}
+
+/// Open (creating with `mode`) a file fsmount writes at a path that may
+/// lie in a directory others can write to (`--pid-file`, `--log-file`):
+/// a symlink at the path is refused (O_NOFOLLOW), and so is anything but a
+/// regular file with one name, so a planted link cannot make root append
+/// to or truncate another file. `truncate` empties it after the checks.
+pub fn open_own_file(path: &Path, mode: u32, truncate: bool) -> Result<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let what = |e| Error::io(format!("open {} (symlinks are refused)", path.display()), e);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(!truncate)
+        .write(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(what)?;
+    let md = f.metadata().map_err(what)?;
+    if !md.is_file() || md.nlink() != 1 {
+        return Err(invalid(format!(
+            "{} is not a plain file with a single name; refusing to write it",
+            path.display()
+        )));
+    }
+    if truncate {
+        f.set_len(0).map_err(|e| Error::io(format!("truncate {}", path.display()), e))?;
+    }
+    Ok(f)
+}

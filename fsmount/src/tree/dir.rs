@@ -3,6 +3,14 @@
 //! are looked up (the kernel always looks an entry up before using it).
 //! The tree stays on the source's filesystem: entries of nested mounts
 //! would bring foreign inode numbers, so they are hidden.
+//!
+//! The source may be writable by others while fsmount (root) serves it:
+//! every entry is reached with openat2 below the root's descriptor,
+//! refusing symlinks on the way and other filesystems
+//! (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV`), and an open
+//! checks that the file it got is the inode that was looked up (device and
+//! inode number), so swapping an entry for a symlink or another file
+//! between the lookup and the open serves nothing it should not.
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
@@ -20,6 +28,8 @@ use crate::error::{Error, ErrorKind, Result, invalid};
 
 pub struct DirTree {
     root: PathBuf,
+    /// The root directory, held open: every path is resolved below it.
+    root_fd: File,
     root_ino: Ino,
     dev: u64,
     paths: RwLock<HashMap<Ino, PathBuf>>,
@@ -84,14 +94,63 @@ impl DirTree {
     pub fn open(root: &Path) -> Result<DirTree> {
         let root = std::fs::canonicalize(root)
             .map_err(|e| Error::io(format!("source directory {}", root.display()), e))?;
-        let md = std::fs::metadata(&root)
-            .map_err(|e| Error::io(format!("stat {}", root.display()), e))?;
-        if !md.is_dir() {
-            return Err(invalid(format!("{} is not a directory", root.display())));
-        }
+        let root_fd = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&root)
+                .map_err(|e| Error::io(format!("open source directory {}", root.display()), e))?
+        };
+        let md =
+            root_fd.metadata().map_err(|e| Error::io(format!("stat {}", root.display()), e))?;
         let mut paths = HashMap::new();
         paths.insert(md.ino(), root.clone());
-        Ok(DirTree { root, root_ino: md.ino(), dev: md.dev(), paths: RwLock::new(paths) })
+        Ok(DirTree { root, root_fd, root_ino: md.ino(), dev: md.dev(), paths: RwLock::new(paths) })
+    }
+
+    /// Open `p` (a path below the root) with `flags`, resolved below the
+    /// root's descriptor without following any symlink or leaving its
+    /// filesystem (the last component itself may be a symlink only with
+    /// O_PATH, which then opens the link).
+    fn open_beneath(&self, p: &Path, flags: i32) -> Result<File> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let rel = p.strip_prefix(&self.root).map_err(|_| {
+            invalid(format!("{} is not below {}", p.display(), self.root.display()))
+        })?;
+        let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+        let c = cpath(rel)?;
+        // SAFETY: open_how is plain old data; zeroed is a valid value.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_BENEATH
+            | libc::RESOLVE_NO_SYMLINKS
+            | libc::RESOLVE_NO_MAGICLINKS
+            | libc::RESOLVE_NO_XDEV;
+        // SAFETY: openat2 with a live directory fd, a valid C string and a
+        // properly sized open_how; the result is a new fd we own.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                self.root_fd.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EXDEV) {
+                // Hidden like every entry of another filesystem.
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("{} is on another filesystem", p.display()),
+                ));
+            }
+            return Err(Error::io(format!("open {}", p.display()), e));
+        }
+        // SAFETY: fd is a fresh descriptor returned by openat2.
+        Ok(unsafe { File::from_raw_fd(fd as i32) })
     }
 
     fn path(&self, ino: Ino) -> Result<PathBuf> {
@@ -103,7 +162,9 @@ impl DirTree {
     }
 
     fn stat(&self, p: &Path) -> Result<Attr> {
-        let md = std::fs::symlink_metadata(p)
+        let md = self
+            .open_beneath(p, libc::O_PATH)?
+            .metadata()
             .map_err(|e| Error::io(format!("stat {}", p.display()), e))?;
         if md.dev() != self.dev {
             return Err(Error::new(
@@ -152,10 +213,20 @@ impl Tree for DirTree {
     }
 
     fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        use std::os::fd::AsRawFd;
         let p = self.path(ino)?;
-        let t = std::fs::read_link(&p)
-            .map_err(|e| Error::io(format!("readlink {}", p.display()), e))?;
-        Ok(t.into_os_string().into_vec())
+        let link = self.open_beneath(&p, libc::O_PATH)?;
+        let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+        // SAFETY: readlinkat on our O_PATH fd with an empty path reads that
+        // link; the buffer is a live Vec of the given length.
+        let n = unsafe {
+            libc::readlinkat(link.as_raw_fd(), c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        };
+        if n < 0 {
+            return Err(Error::last_os(format!("readlink {}", p.display())));
+        }
+        buf.truncate(n as usize);
+        Ok(buf)
     }
 
     fn listxattr(&self, ino: Ino) -> Result<Vec<OsString>> {
@@ -185,10 +256,16 @@ impl Tree for DirTree {
 
     fn open(&self, ino: Ino) -> Result<Arc<dyn Content>> {
         let p = self.path(ino)?;
-        let file = File::open(&p).map_err(|e| Error::io(format!("open {}", p.display()), e))?;
-        let size =
-            file.metadata().map_err(|e| Error::io(format!("stat {}", p.display()), e))?.len();
-        Ok(Arc::new(LocalContent { file, size }))
+        // O_NONBLOCK: a FIFO swapped in must not block the FUSE thread.
+        let file = self.open_beneath(&p, libc::O_RDONLY | libc::O_NONBLOCK)?;
+        let md = file.metadata().map_err(|e| Error::io(format!("stat {}", p.display()), e))?;
+        if !md.is_file() || md.ino() != ino || md.dev() != self.dev {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("{} changed since it was looked up", p.display()),
+            ));
+        }
+        Ok(Arc::new(LocalContent { file, size: md.len() }))
     }
 
     fn stats(&self) -> TreeStats {

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use zosfs_flist::content::Store;
 use zosfs_flist::legacy::open_any;
-use zosfs_flist::stores::StoreOpener;
+use zosfs_flist::stores::{RoutePolicy, StoreOpener};
 use zosfs_flist::{Inode, OpenOptions, Tree as FlistReader};
 
 use super::{Attr, Content, DirEntry, Ino, Kind, Tree, TreeStats};
@@ -73,6 +73,7 @@ impl FlistTree {
     pub fn open(
         path: &Path,
         stores: &[String],
+        routes: RoutePolicy,
         cache: Arc<ContentCache>,
         counters: Arc<Counters>,
     ) -> Result<FlistTree> {
@@ -81,7 +82,7 @@ impl FlistTree {
         let reader = open_any(path, &opts).map_err(flist_err)?;
         let mut cfg = zosfs_store::RouterConfig::default();
         cfg.open.pool_size = crate::cache::FETCH_DEPTH;
-        let opener = StoreOpener::new(stores.to_vec(), cfg);
+        let opener = StoreOpener::new(stores.to_vec(), cfg).route_policy(routes);
         let (_, store) = cache
             .runtime()
             .block_on(opener.open_for(reader.header()))
@@ -260,7 +261,13 @@ mod tests {
         let garbage = dir.path().join("garbage.flist");
         std::fs::write(&garbage, b"not an flist at all").unwrap();
         for (path, kind) in [(&missing, ErrorKind::NotFound), (&garbage, ErrorKind::Io)] {
-            let e = match FlistTree::open(path, &[], cache.clone(), counters.clone()) {
+            let e = match FlistTree::open(
+                path,
+                &[],
+                RoutePolicy::Refuse,
+                cache.clone(),
+                counters.clone(),
+            ) {
                 Ok(_) => panic!("{} opened", path.display()),
                 Err(e) => e,
             };
@@ -268,7 +275,7 @@ mod tests {
             assert_eq!(count(&msg, &path.display().to_string()), 1, "{msg}");
             assert_eq!(e.kind(), kind, "{msg}");
         }
-        let e = FlistTree::open(&missing, &[], cache, counters).err().unwrap();
+        let e = FlistTree::open(&missing, &[], RoutePolicy::Refuse, cache, counters).err().unwrap();
         assert_eq!(e.errno(), libc::ENOENT);
         let msg = e.chain();
         assert!(msg.starts_with(&format!("open {}: not found: ", missing.display())), "{msg}");

@@ -28,6 +28,12 @@ use crate::naming::{check_rw_name, path_id};
 use crate::state::StateDir;
 use crate::sys::{self, loopdev, mount};
 
+/// How fsmount mounts a volume's btrfs: the rw layers hold what containers
+/// wrote (setuid files, device nodes), which they see through the
+/// overlay; the overlay mount decides about suid and dev there, so the
+/// volume itself honours neither.
+const VOLUME_FLAGS: libc::c_ulong = libc::MS_NOATIME | libc::MS_NOSUID | libc::MS_NODEV;
+
 /// Default size of a volume image fsmount creates (sparse).
 pub const DEFAULT_IMAGE_SIZE: u64 = 10 << 30;
 
@@ -135,18 +141,26 @@ impl Volume {
                 }
             }
             VolumeSpec::Image { path, size } => {
-                if !is_btrfs_mount(&root)? {
+                if is_btrfs_mount(&root)? {
+                    restrict_mount(&root)?;
+                } else {
                     prepare_image(path, *size)?;
                     mount_image(path, &root)?;
                 }
             }
             VolumeSpec::Device { path } => {
-                if !is_btrfs_mount(&root)? {
+                if is_btrfs_mount(&root)? {
+                    restrict_mount(&root)?;
+                } else {
                     prepare_blank(path)?;
                     create_dir(&root)?;
-                    mount::mount(path, &root, "btrfs", libc::MS_NOATIME, "")?;
+                    mount::mount(path, &root, "btrfs", VOLUME_FLAGS, "")?;
                 }
             }
+        }
+        if !matches!(spec, VolumeSpec::Directory { .. }) {
+            // A directory volume is the user's own; ours is root's only.
+            private_root_of(&root)?;
         }
         create_dir(&root.join("rw"))?;
         Ok(Volume { spec: spec.clone(), root })
@@ -270,6 +284,21 @@ fn create_dir(p: &Path) -> Result<()> {
     }
 }
 
+/// The root directory of a volume fsmount mounted: 0700 (mkfs makes it
+/// 0755), in case its mountpoint is reached by some other path.
+fn private_root_of(root: &Path) -> Result<()> {
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(format!("chmod 0700 {}", root.display()), e))
+}
+
+/// A volume found mounted (by an older fsmount, or left by a crash) gets
+/// the flags of [`VOLUME_FLAGS`] too: a bind remount changes only the
+/// flags of this mount.
+fn restrict_mount(root: &Path) -> Result<()> {
+    let flags = libc::MS_REMOUNT | libc::MS_BIND | VOLUME_FLAGS;
+    mount::mount(Path::new("none"), root, "", flags, "")
+}
+
 fn is_btrfs_mount(root: &Path) -> Result<bool> {
     Ok(mount::mounted_at(root)?.is_some_and(|m| m.fstype == "btrfs"))
 }
@@ -328,10 +357,10 @@ fn prepare_image(path: &Path, size: u64) -> Result<()> {
 fn mount_image(image: &Path, root: &Path) -> Result<()> {
     create_dir(root)?;
     if let Some(dev) = loopdev::backed_by(image)?.into_iter().next() {
-        return mount::mount(&dev, root, "btrfs", libc::MS_NOATIME, "");
+        return mount::mount(&dev, root, "btrfs", VOLUME_FLAGS, "");
     }
     let lo = loopdev::attach(image)?;
-    let res = mount::mount(&lo.path, root, "btrfs", libc::MS_NOATIME, "");
+    let res = mount::mount(&lo.path, root, "btrfs", VOLUME_FLAGS, "");
     if res.is_err() {
         let _ = loopdev::detach(&lo.path);
     }

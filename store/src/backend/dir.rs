@@ -35,13 +35,32 @@ impl DirStore {
         }
         let ctx = |what: &str| format!("{}: {what} chunk {id}", self.name);
         let parent = path.parent().expect("fan-out path has a parent");
+        let new_dirs = !parent.is_dir();
         std::fs::create_dir_all(parent).map_err(|e| Error::io(ctx("mkdir for"), e))?;
         let mut tmp = tempfile_in(parent).map_err(|e| Error::io(ctx("create temp for"), e))?;
         tmp.1.write_all(blob).map_err(|e| Error::io(ctx("write"), e))?;
         tmp.1.sync_data().map_err(|e| Error::io(ctx("fsync"), e))?;
-        std::fs::rename(&tmp.0, &path).map_err(|e| Error::io(ctx("rename"), e))?;
+        if let Err(e) = std::fs::rename(&tmp.0, &path) {
+            let _ = std::fs::remove_file(&tmp.0);
+            return Err(Error::io(ctx("rename"), e));
+        }
+        // The blob survives a crash only once its name does: fsync the
+        // directory holding it, and the fan-out directories made for it.
+        let mut dirs = vec![parent];
+        if new_dirs {
+            dirs.extend(parent.parent());
+            dirs.push(&self.root);
+        }
+        for d in dirs {
+            sync_dir(d).map_err(|e| Error::io(ctx(&format!("fsync {} for", d.display())), e))?;
+        }
         Ok(())
     }
+}
+
+/// fsync(2) a directory, making the names in it durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// A uniquely named temporary file next to its final place.

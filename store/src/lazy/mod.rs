@@ -323,6 +323,22 @@ impl LazyFile {
         self.inner.journal.flush().await
     }
 
+    /// Wait until no chunk job runs: every fill started before (or while)
+    /// waiting has written its data and recorded its state. Readers get a
+    /// fill's plaintext before it is written, so this is when the data
+    /// file's allocation is final for what was read.
+    pub async fn settled(&self) {
+        loop {
+            let running: Vec<_> = self.inner.jobs.lock().values().cloned().collect();
+            if running.is_empty() {
+                return;
+            }
+            for rx in running {
+                jobs::wait_closed(rx).await;
+            }
+        }
+    }
+
     /// Flush, then wait until the files are closed and unlocked, so the
     /// cache can be opened again. Waits for every other clone of this
     /// handle to be dropped too (background fills end by themselves).

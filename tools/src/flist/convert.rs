@@ -17,9 +17,13 @@ pub struct ConvertArgs {
     /// Output `.flist` file.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Where the input's chunks are (default: its recorded routes).
+    /// Where the input's chunks are (required unless --use-flist-routes).
     #[arg(long = "from-store", value_delimiter = ',')]
     pub from: Vec<String>,
+    /// Without --from-store: read from the network stores the input
+    /// records (zdb://, redis:// only; off by default: see `flist cat`).
+    #[arg(long, env = "ZOSFS_USE_FLIST_ROUTES")]
+    pub use_flist_routes: bool,
     /// Where the re-encoded chunks go (repeatable, required): the stores the
     /// new flist's readers use, e.g. the hub.
     #[arg(short, long = "store", value_delimiter = ',', required = true)]
@@ -41,14 +45,23 @@ pub fn run(ctx: &Ctx, a: ConvertArgs) -> Result<ExitCode> {
     opts.tags.insert("converted-from".into(), tree.header().tool.clone());
     // Said here, not by the store opener: in this command `--store` is
     // where the new chunks go, and the input's stores are `--from-store`.
-    if a.from.is_empty() && tree.header().routes.is_empty() {
+    if a.from.is_empty() && (tree.header().routes.is_empty() || !a.use_flist_routes) {
         anyhow::bail!(
-            "{} records no store route: give --from-store URL (where its chunks are)",
-            a.input.display()
+            "{}: give --from-store URL (where its chunks are){}",
+            a.input.display(),
+            match tree.header().routes.is_empty() {
+                true => ": it records no store route".to_string(),
+                false => format!(
+                    ", or --use-flist-routes to read from the stores it records ({})",
+                    tree.header().routes.join(", ")
+                ),
+            }
         );
     }
     let rt = super::runtime()?;
-    let from = rt.block_on(ReadStoreArgs { stores: a.from.clone() }.open(&*tree))?;
+    let from = rt.block_on(
+        ReadStoreArgs { stores: a.from.clone(), use_flist_routes: a.use_flist_routes }.open(&*tree),
+    )?;
     let router = rt.block_on(zosfs_store::Router::open(&urls, &RouterConfig::default()))?;
     let to = router.clone();
     let counters = Arc::new(Counters::default());

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use zosfs_flist::stores::StoreOpener;
+use zosfs_flist::stores::{RoutePolicy, StoreOpener};
 use zosfs_flist::{Flist, OpenOptions, Tree};
 use zosfs_store::{ChunkStore, RouterConfig};
 
@@ -33,6 +33,10 @@ use zosfs_store::{ChunkStore, RouterConfig};
 #[command(name = "flist", version)]
 pub struct Cli {
     /// Directory where `.flist` files are unpacked once (by content hash).
+    /// Default: /var/cache/zosfs/flists for root, else
+    /// $XDG_CACHE_HOME/zosfs/flists, ~/.cache/zosfs/flists or
+    /// /tmp/zosfs-flists-UID. It is made 0700 and must be a directory of
+    /// this user (not a symlink), else it is refused.
     #[arg(long, global = true, env = "ZOSFS_FLIST_CACHE")]
     pub cache: Option<PathBuf>,
     #[command(subcommand)]
@@ -64,14 +68,20 @@ pub enum Cmd {
 /// Store selection for commands that read chunks.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ReadStoreArgs {
-    /// Store URL (repeatable). Default: the routes recorded in the flist.
+    /// Store URL (repeatable). Required unless --use-flist-routes.
     #[arg(short, long = "store", env = "ZOSFS_STORE", value_delimiter = ',')]
     pub stores: Vec<String>,
+    /// Without --store: read chunks from the stores the flist records,
+    /// network ones (zdb://, redis://) only. Off by default: an flist is
+    /// untrusted and could name any local path or host.
+    #[arg(long, env = "ZOSFS_USE_FLIST_ROUTES")]
+    pub use_flist_routes: bool,
 }
 
 impl ReadStoreArgs {
     fn opener(&self) -> StoreOpener {
-        StoreOpener::new(self.stores.clone(), RouterConfig::default())
+        let policy = if self.use_flist_routes { RoutePolicy::Remote } else { RoutePolicy::Refuse };
+        StoreOpener::new(self.stores.clone(), RouterConfig::default()).route_policy(policy)
     }
 
     /// The URLs to use: given ones, else the flist's routes.

@@ -32,7 +32,13 @@ fn damaged(shown: &str) -> impl Fn(std::io::Error) -> Error + '_ {
 
 /// Extract the database of package `src` to `dest` (a file path).
 pub fn extract_db(src: &Path, dest: &Path) -> Result<()> {
-    let shown = src.display().to_string();
+    extract_db_named(src, &src.display().to_string(), dest)
+}
+
+/// [`extract_db`] naming the package `shown` in errors (`src` may be a
+/// private copy of it).
+fn extract_db_named(src: &Path, shown: &str, dest: &Path) -> Result<()> {
+    let shown = shown.to_string();
     let mut f = File::open(src).map_err(|e| Error::io(format!("open {shown}"), e))?;
     let mut head = [0u8; 2];
     let n = f.read(&mut head).map_err(|e| Error::io(format!("read {shown}"), e))?;
@@ -106,7 +112,7 @@ pub fn unpack_cached(
         cache,
         ".0fs",
         DB_NAME,
-        |dir| extract_db(src, &dir.join(DB_NAME)),
+        |copy, dir| extract_db_named(copy, &src.display().to_string(), &dir.join(DB_NAME)),
         |dir| check(&dir.join(DB_NAME)),
     )?;
     Ok(dir.join(DB_NAME))

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::chunk::{Block, DEFAULT_BLOCK_SIZE, Hash};
 use super::owners::Owners;
@@ -19,7 +19,7 @@ use super::schema::{
 use super::{archive, path_key};
 use crate::content::DataChunk;
 use crate::error::{Error, ErrorKind, Result, corrupt, not_found};
-use crate::legacy::{bytes_of, sql};
+use crate::legacy::{bytes_of, object_type, open_untrusted, sql};
 use crate::model::{Chunking, Codec, DirEntry, Header, Ino, Inode, Kind, ROOT_INO};
 use crate::names::{check_name, join, show};
 use crate::native::OpenOptions;
@@ -103,11 +103,8 @@ impl ZeroFsFlist {
     /// Open an extracted `flistdb.sqlite3`.
     pub fn open_db(db: &Path) -> Result<ZeroFsFlist> {
         let shown = db.display().to_string();
-        let conn = Connection::open_with_flags(
-            db,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sql(format!("{shown}: open 0-fs database")))?;
+        let conn = open_untrusted(db, &shown, &["entries"])
+            .map_err(|e| e.context_prefix("0-fs database"))?;
         let (routes, tags) = read_metadata(&conn, &shown)?;
         let header = Header {
             format_version: 0,
@@ -434,16 +431,14 @@ fn read_metadata(
 ) -> Result<(Vec<String>, BTreeMap<String, String>)> {
     let mut routes = Vec::new();
     let mut tags = BTreeMap::new();
-    let has_table: bool = conn
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'metadata'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .map_err(sql(format!("{shown}: not an SQLite database")))?
-        > 0;
-    if !has_table {
-        return Ok((routes, tags));
+    match object_type(conn, shown, "metadata")?.as_deref() {
+        None => return Ok((routes, tags)),
+        Some("table") => {}
+        Some(other) => {
+            return Err(corrupt(format!(
+                "{shown}: \"metadata\" is a {other}, not a table; refusing this flist"
+            )));
+        }
     }
     let mut st = conn
         .prepare("SELECT key, value FROM metadata ORDER BY key")
