@@ -227,6 +227,18 @@ impl Req {
     pub fn cookie(self, cookie: u64) -> Self {
         Req { cookie, ..self }
     }
+
+    /// The 28-byte request header on the wire.
+    pub fn header(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(28);
+        b.extend_from_slice(&self.magic.to_be_bytes());
+        b.extend_from_slice(&self.flags.to_be_bytes());
+        b.extend_from_slice(&self.kind.to_be_bytes());
+        b.extend_from_slice(&self.cookie.to_be_bytes());
+        b.extend_from_slice(&self.offset.to_be_bytes());
+        b.extend_from_slice(&self.len.to_be_bytes());
+        b
+    }
 }
 
 /// A raw NBD connection over TCP.
@@ -318,13 +330,7 @@ impl RawClient {
 
     /// Send a request header and its payload.
     pub fn request(&mut self, r: Req, payload: &[u8]) -> Result<()> {
-        let mut b = Vec::with_capacity(28 + payload.len());
-        b.extend_from_slice(&r.magic.to_be_bytes());
-        b.extend_from_slice(&r.flags.to_be_bytes());
-        b.extend_from_slice(&r.kind.to_be_bytes());
-        b.extend_from_slice(&r.cookie.to_be_bytes());
-        b.extend_from_slice(&r.offset.to_be_bytes());
-        b.extend_from_slice(&r.len.to_be_bytes());
+        let mut b = r.header();
         b.extend_from_slice(payload);
         Ok(self.s.write_all(&b)?)
     }

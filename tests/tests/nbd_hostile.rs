@@ -131,17 +131,6 @@ impl Flood {
     }
 }
 
-fn frame(r: Req) -> Vec<u8> {
-    let mut b = Vec::with_capacity(28);
-    b.extend_from_slice(&r.magic.to_be_bytes());
-    b.extend_from_slice(&r.flags.to_be_bytes());
-    b.extend_from_slice(&r.kind.to_be_bytes());
-    b.extend_from_slice(&r.cookie.to_be_bytes());
-    b.extend_from_slice(&r.offset.to_be_bytes());
-    b.extend_from_slice(&r.len.to_be_bytes());
-    b
-}
-
 /// Wait until the server reports a connection whose reader stopped because
 /// its client does not read replies.
 fn wait_stalled(srv: &NbdServer) -> Result<()> {
@@ -157,6 +146,18 @@ fn check_rss(srv: &NbdServer, case: &str) -> Result<u64> {
     Ok(rss)
 }
 
+/// Once the server stops reading from the flooder, its memory is within
+/// the bound, and stays so while the good client gets 50 more reads.
+fn hold_flood(srv: &NbdServer, good: &mut GoodClient, flood: Flood, case: &str) -> Result<()> {
+    wait_stalled(srv)?;
+    check_rss(srv, &format!("{case}, replies never read"))?;
+    good.wait_served(50)?;
+    check_rss(srv, &format!("{case}, after 50 good reads"))?;
+    let sent = flood.end();
+    eprintln!("{case}: {sent} requests went onto the wire before the flooder was stopped");
+    Ok(())
+}
+
 #[test]
 fn refused_requests_never_read_hold_a_bounded_budget() -> Result<()> {
     let t = tempfile::tempdir()?;
@@ -168,19 +169,14 @@ fn refused_requests_never_read_hold_a_bounded_budget() -> Result<()> {
     // an error reply the client never reads.
     let mut batch = Vec::new();
     for i in 0..1000u64 {
-        batch.extend(frame(match i % 3 {
+        batch.extend(match i % 3 {
             0 => Req::new(READ, SIZE, 512).cookie(i),
             1 => Req::new(42, 0, 0).cookie(i),
             _ => Req::new(READ, 0, 512).flags(1 << 9).cookie(i),
-        }));
+        }
+        .header());
     }
-    let flood = Flood::start(c, batch, 1000)?;
-    wait_stalled(&srv)?;
-    check_rss(&srv, "refused requests, replies never read")?;
-    good.wait_served(50)?;
-    check_rss(&srv, "refused requests, after 50 good reads")?;
-    let sent = flood.end();
-    eprintln!("the flooder got {sent} refused requests onto the wire before it was stopped");
+    hold_flood(&srv, &mut good, Flood::start(c, batch, 1000)?, "refused requests")?;
     ensure!(good.finish()? >= 50);
     srv.stop()
 }
@@ -230,15 +226,9 @@ fn block_status_floods_are_capped_and_charged() -> Result<()> {
     c.go("disk")?;
     let mut batch = Vec::new();
     for i in 0..1000u64 {
-        batch.extend(frame(Req::new(BLOCK_STATUS, 0, asked).cookie(i)));
+        batch.extend(Req::new(BLOCK_STATUS, 0, asked).cookie(i).header());
     }
-    let flood = Flood::start(c, batch, 1000)?;
-    wait_stalled(&srv)?;
-    check_rss(&srv, "BLOCK_STATUS flood, replies never read")?;
-    good.wait_served(50)?;
-    check_rss(&srv, "BLOCK_STATUS flood, after 50 good reads")?;
-    let sent = flood.end();
-    eprintln!("the flooder got {sent} BLOCK_STATUS requests onto the wire before it was stopped");
+    hold_flood(&srv, &mut good, Flood::start(c, batch, 1000)?, "BLOCK_STATUS flood")?;
     good.finish()?;
     srv.stop()
 }
