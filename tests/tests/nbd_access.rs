@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use zosfs_tests::nbd::{NbdServer, OPT_LIST, RawClient, REP_ACK, disk_image, pack, run_text};
+use zosfs_tests::nbd::{NbdServer, OPT_LIST, REP_ACK, RawClient, disk_image, pack, run_text};
 use zosfs_tests::{ChildGuard, bin, free_port, wait_for, wait_port};
 
 const NOBODY: &str = "65534";
@@ -173,7 +173,8 @@ fn clients_learn_no_server_paths() -> Result<()> {
     }
     ensure!(shown.contains("image of 4194304 bytes"), "{shown}");
     // The owner still sees where an export comes from.
-    let stats = run_text(Command::new(bin("nbdserver")).arg("stats").arg("--cache-dir").arg(&cache))?;
+    let stats =
+        run_text(Command::new(bin("nbdserver")).arg("stats").arg("--cache-dir").arg(&cache))?;
     ensure!(stats.contains("secret-name.flist"), "{stats}");
     srv.stop()
 }
@@ -199,11 +200,15 @@ fn exposed_listeners_need_client_certificates_or_an_explicit_opt_in() -> Result<
     let addr = format!("0.0.0.0:{port}");
     let base = ["--cache-dir", cache.as_str(), "--export", "d=blank:1M", "--listen", addr.as_str()];
     let (mut g, mut err) = spawn(&base, &[])?;
-    let st = wait_for("nbdserver to refuse", Duration::from_secs(30), || Ok(g.child.try_wait()?))?;
+    let st =
+        wait_for("nbdserver to refuse", Duration::from_secs(30), || Ok(g.child.try_wait()?))?;
     let mut msg = String::new();
     err.read_to_string(&mut msg)?;
     ensure!(!st.success(), "started on {addr} without TLS");
-    ensure!(msg.contains("reachable from other hosts") && msg.contains("--insecure-no-tls"), "{msg}");
+    ensure!(
+        msg.contains("reachable from other hosts") && msg.contains("--insecure-no-tls"),
+        "{msg}"
+    );
 
     let mut args = base.to_vec();
     args.push("--insecure-no-tls");
@@ -230,8 +235,14 @@ fn store_urls_from_the_environment_or_a_file() -> Result<()> {
         let file = t.path().join("stores.txt");
         std::fs::write(&file, format!("# the hub\n\n{url}\n"))?;
         let file_s = file.display().to_string();
-        let mut args =
-            vec!["--cache-dir", cache_s.as_str(), "--listen", listen.as_str(), "--export", "disk=blank:4M"];
+        let mut args = vec![
+            "--cache-dir",
+            cache_s.as_str(),
+            "--listen",
+            listen.as_str(),
+            "--export",
+            "disk=blank:4M",
+        ];
         let env: Vec<(&str, &str)> = if i == 0 {
             vec![("ZOSFS_STORE", url.as_str())]
         } else {

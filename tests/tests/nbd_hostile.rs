@@ -169,12 +169,14 @@ fn refused_requests_never_read_hold_a_bounded_budget() -> Result<()> {
     // an error reply the client never reads.
     let mut batch = Vec::new();
     for i in 0..1000u64 {
-        batch.extend(match i % 3 {
-            0 => Req::new(READ, SIZE, 512).cookie(i),
-            1 => Req::new(42, 0, 0).cookie(i),
-            _ => Req::new(READ, 0, 512).flags(1 << 9).cookie(i),
-        }
-        .header());
+        batch.extend(
+            match i % 3 {
+                0 => Req::new(READ, SIZE, 512).cookie(i),
+                1 => Req::new(42, 0, 0).cookie(i),
+                _ => Req::new(READ, 0, 512).flags(1 << 9).cookie(i),
+            }
+            .header(),
+        );
     }
     hold_flood(&srv, &mut good, Flood::start(c, batch, 1000)?, "refused requests")?;
     ensure!(good.finish()? >= 50);
@@ -193,7 +195,12 @@ fn block_status_reply(c: &mut RawClient) -> Result<(u32, Vec<(u32, u32)>)> {
     let id = u32::from_be_bytes(p[..4].try_into()?);
     let d = p[4..]
         .chunks_exact(8)
-        .map(|d| (u32::from_be_bytes([d[0], d[1], d[2], d[3]]), u32::from_be_bytes([d[4], d[5], d[6], d[7]])))
+        .map(|d| {
+            (
+                u32::from_be_bytes([d[0], d[1], d[2], d[3]]),
+                u32::from_be_bytes([d[4], d[5], d[6], d[7]]),
+            )
+        })
         .collect();
     Ok((id, d))
 }
@@ -219,7 +226,11 @@ fn block_status_floods_are_capped_and_charged() -> Result<()> {
     let covered: u64 = d.iter().map(|&(l, _)| u64::from(l)).sum();
     ensure!(d.len() == 1024, "{} descriptors in one reply, expected the cap of 1024", d.len());
     ensure!(covered < u64::from(asked) && covered > 0, "reply covers {covered} bytes");
-    ensure!(d[2] == (MIB as u32, 0) && d[3] == (MIB as u32, 3), "alternating extents: {:?}", &d[..4]);
+    ensure!(
+        d[2] == (MIB as u32, 0) && d[3] == (MIB as u32, 3),
+        "alternating extents: {:?}",
+        &d[..4]
+    );
 
     let mut c = RawClient::connect(srv.port)?;
     c.structured_with_meta("disk", "base:allocation")?;
@@ -252,8 +263,7 @@ fn greeted(port: u16) -> Result<Option<TcpStream>> {
 fn a_thousand_idle_connections_meet_the_connection_limit() -> Result<()> {
     let t = tempfile::tempdir()?;
     let max = 64usize;
-    let mut srv =
-        server(t.path(), &["--max-connections", "64", "--handshake-timeout", "600"])?;
+    let mut srv = server(t.path(), &["--max-connections", "64", "--handshake-timeout", "600"])?;
     let mut good = GoodClient::start(srv.port, |_| Ok(()))?;
     let mut held = Vec::new();
     let mut refused = 0;

@@ -90,7 +90,8 @@ impl DeviceArgs {
 fn read_store_file(path: &Path) -> Result<Vec<String>> {
     use std::os::unix::fs::MetadataExt;
     let shown = path.display();
-    let text = std::fs::read_to_string(path).with_context(|| format!("read --store-file {shown}"))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("read --store-file {shown}"))?;
     let mode = std::fs::metadata(path).with_context(|| format!("stat {shown}"))?.mode();
     if mode & 0o077 != 0 {
         tracing::warn!("--store-file {shown} is readable by others (mode {:o})", mode & 0o777);
