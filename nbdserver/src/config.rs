@@ -11,6 +11,9 @@
 //! fill_bandwidth = "50M"       # bytes per second, K/M/G suffixes
 //! metrics = "127.0.0.1:9109"
 //! fetch_depth = 32             # chunk fetches in flight per device
+//! max_connections = 256        # NBD connections open at once
+//! handshake_timeout = 10       # seconds a client has to finish the handshake
+//! insecure_no_tls = false      # allow a non-loopback listen without client certificates
 //!
 //! [tls]                        # STARTTLS on TCP listeners
 //! cert = "/etc/zosfs/nbd-cert.pem"
@@ -81,6 +84,11 @@ pub struct ConfigFile {
     pub fill_bandwidth: Option<String>,
     pub metrics: Option<String>,
     pub fetch_depth: Option<usize>,
+    pub max_connections: Option<usize>,
+    /// Seconds.
+    pub handshake_timeout: Option<u64>,
+    #[serde(default)]
+    pub insecure_no_tls: bool,
     pub tls: Option<TlsEntry>,
     #[serde(default, rename = "export")]
     pub exports: Vec<ExportEntry>,
@@ -154,6 +162,8 @@ mod tests {
             fill = "background"
             fill_bandwidth = "50M"
             fetch_depth = 64
+            max_connections = 16
+            handshake_timeout = 5
             [tls]
             cert = "/etc/c.pem"
             key = "/etc/k.pem"
@@ -169,6 +179,8 @@ mod tests {
         assert_eq!(c.fill, Some(FillMode::Background));
         assert_eq!(c.bandwidth().unwrap(), Some(50 << 20));
         assert_eq!(c.fetch_depth, Some(64));
+        assert_eq!((c.max_connections, c.handshake_timeout), (Some(16), Some(5)));
+        assert!(!c.insecure_no_tls);
         let tls = c.tls.as_ref().unwrap().files();
         assert!(tls.required && tls.client_ca.is_none());
         let specs = c.export_specs().unwrap();

@@ -19,6 +19,31 @@ pub struct NbdServer {
     pub cache_dir: PathBuf,
     args: Vec<String>,
     guard: Option<ChildGuard>,
+    /// Listened once: restarts must get the same port.
+    started: bool,
+}
+
+/// Whether process `pid` has a TCP socket listening on `port` (its socket
+/// fds against the kernel's table of listening sockets).
+fn listens(pid: u32, port: u16) -> Result<bool> {
+    let mut inodes = std::collections::HashSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(link) = std::fs::read_link(fd?.path()) else { continue };
+        let link = link.to_string_lossy().into_owned();
+        if let Some(inode) = link.strip_prefix("socket:[").and_then(|l| l.strip_suffix(']')) {
+            inodes.insert(inode.to_string());
+        }
+    }
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))?;
+    Ok(table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let local_port = f.get(1).and_then(|a| a.rsplit(':').next());
+        // Field 3 is the state (0A: LISTEN), field 9 the socket's inode.
+        f.len() > 9
+            && f[3] == "0A"
+            && inodes.contains(f[9])
+            && local_port.and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+    }))
 }
 
 impl NbdServer {
@@ -30,24 +55,56 @@ impl NbdServer {
             cache_dir: cache_dir.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
             guard: None,
+            started: false,
         };
         s.spawn()?;
         Ok(s)
     }
 
+    /// Start the server and wait until it listens on `self.port`. Ports
+    /// come from [`free_port`], which another process on the machine may
+    /// take before the server binds it: then the server exits, and a test
+    /// waiting only for the port would talk to that other process (seen
+    /// as connection resets in `nbd_tls`). So the wait is for a listening
+    /// socket of this very child; on a first start whose port was taken,
+    /// the next free port is tried.
     fn spawn(&mut self) -> Result<()> {
+        for _ in 0..4 {
+            if self.spawn_on_port()? {
+                return Ok(());
+            }
+            ensure!(!self.started, "nbdserver could not listen again on port {}", self.port);
+            self.port = free_port();
+        }
+        bail!("nbdserver found no free port")
+    }
+
+    /// True once the child listens on the port; false when it exited first.
+    fn spawn_on_port(&mut self) -> Result<bool> {
         let mut cmd = Command::new(bin("nbdserver"));
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--cache-dir")
             .arg(&self.cache_dir)
             .args(&self.args)
+            .env_remove("ZOSFS_STORE")
             .stdout(Stdio::null());
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
-        self.guard = Some(ChildGuard::spawn(cmd, "nbdserver")?);
-        wait_port(self.port, Duration::from_secs(20))
+        let mut guard = ChildGuard::spawn(cmd, "nbdserver")?;
+        let port = self.port;
+        let listening = crate::wait_for("nbdserver to listen", Duration::from_secs(20), || {
+            if guard.child.try_wait()?.is_some() {
+                return Ok(Some(false));
+            }
+            Ok(listens(guard.pid(), port)?.then_some(true))
+        })?;
+        if listening {
+            self.guard = Some(guard);
+            self.started = true;
+        }
+        Ok(listening)
     }
 
     pub fn uri(&self, export: &str) -> String {
@@ -84,6 +141,17 @@ impl NbdServer {
     pub fn alive(&mut self) -> bool {
         self.guard.as_mut().is_some_and(|g| matches!(g.child.try_wait(), Ok(None)))
     }
+}
+
+/// Resident memory of a process (VmRSS of /proc/PID/status), in bytes.
+pub fn vm_rss(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))?;
+    Ok(kb * 1024)
 }
 
 /// Run a command; fail with its stderr unless it exits 0.
@@ -126,8 +194,10 @@ pub const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
 pub const REQUEST_MAGIC: u32 = 0x2560_9513;
 pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
 pub const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
+pub const OPT_LIST: u32 = 3;
 pub const OPT_GO: u32 = 7;
 pub const OPT_STRUCTURED_REPLY: u32 = 8;
+pub const OPT_SET_META_CONTEXT: u32 = 10;
 pub const REP_ACK: u32 = 1;
 
 /// A request header, any field of which a test may break.
@@ -156,6 +226,18 @@ impl Req {
 
     pub fn cookie(self, cookie: u64) -> Self {
         Req { cookie, ..self }
+    }
+
+    /// The 28-byte request header on the wire.
+    pub fn header(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(28);
+        b.extend_from_slice(&self.magic.to_be_bytes());
+        b.extend_from_slice(&self.flags.to_be_bytes());
+        b.extend_from_slice(&self.kind.to_be_bytes());
+        b.extend_from_slice(&self.cookie.to_be_bytes());
+        b.extend_from_slice(&self.offset.to_be_bytes());
+        b.extend_from_slice(&self.len.to_be_bytes());
+        b
     }
 }
 
@@ -226,15 +308,29 @@ impl RawClient {
         info.context("GO succeeded without NBD_INFO_EXPORT")
     }
 
+    /// Structured replies, then SET_META_CONTEXT of `query` on `export`.
+    pub fn structured_with_meta(&mut self, export: &str, query: &str) -> Result<()> {
+        self.send_option(OPT_STRUCTURED_REPLY, &[])?;
+        ensure!(self.option_reply()?.1 == REP_ACK, "structured replies refused");
+        let mut d = (export.len() as u32).to_be_bytes().to_vec();
+        d.extend_from_slice(export.as_bytes());
+        d.extend_from_slice(&1u32.to_be_bytes());
+        d.extend_from_slice(&(query.len() as u32).to_be_bytes());
+        d.extend_from_slice(query.as_bytes());
+        self.send_option(OPT_SET_META_CONTEXT, &d)?;
+        loop {
+            let (_, typ, data) = self.option_reply()?;
+            match typ {
+                REP_ACK => return Ok(()),
+                4 => {}
+                other => bail!("SET_META_CONTEXT: reply {other:#x} {:?}", data),
+            }
+        }
+    }
+
     /// Send a request header and its payload.
     pub fn request(&mut self, r: Req, payload: &[u8]) -> Result<()> {
-        let mut b = Vec::with_capacity(28 + payload.len());
-        b.extend_from_slice(&r.magic.to_be_bytes());
-        b.extend_from_slice(&r.flags.to_be_bytes());
-        b.extend_from_slice(&r.kind.to_be_bytes());
-        b.extend_from_slice(&r.cookie.to_be_bytes());
-        b.extend_from_slice(&r.offset.to_be_bytes());
-        b.extend_from_slice(&r.len.to_be_bytes());
+        let mut b = r.header();
         b.extend_from_slice(payload);
         Ok(self.s.write_all(&b)?)
     }

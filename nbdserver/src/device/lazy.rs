@@ -11,7 +11,8 @@
 //! where the content truly reads as zeros (a zeroed chunk, or a chunk the
 //! image itself records as zeros), never for data not fetched yet;
 //! `zosfs:cached` marks what reads without touching the network. CACHE
-//! starts a background fill of the range and answers at once.
+//! queues the range's absent chunks for a background fill (see
+//! [`super::hints`]) and answers at once.
 
 use std::sync::Arc;
 
@@ -20,7 +21,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use zosfs_store::lazy::{Extent as LazyExtent, FileRange, LazyFile, LazyStats, Prefetch};
 
-use super::{BlockDevice, Extent, ReadPiece, ZeroMode};
+use super::hints::CacheHints;
+use super::{BlockDevice, Extent, MAX_EXTENTS, ReadPiece, ZeroMode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::proto::consts::{STATE_CACHED, STATE_HOLE, STATE_ZERO};
 use crate::proto::{BlockSizes, MetaContext};
@@ -33,9 +35,11 @@ static ZEROS: [u8; 1 << 20] = [0u8; 1 << 20];
 pub struct LazyDevice {
     lazy: LazyFile,
     what: String,
-    /// Background fills started by CACHE or `--fill background`; finished
-    /// ones are dropped on the next start.
+    /// Background fills started by `--fill background`; finished ones are
+    /// dropped on the next start.
     fills: Mutex<Vec<Prefetch>>,
+    /// Chunks hinted by CACHE, fetched by one worker.
+    hints: CacheHints,
     /// Writes, trims and zeroings hold it shared; a live commit holds it
     /// exclusively, so the image it reads is one point in time.
     gate: tokio::sync::RwLock<()>,
@@ -47,6 +51,7 @@ impl LazyDevice {
             lazy,
             what: what.into(),
             fills: Mutex::new(Vec::new()),
+            hints: CacheHints::default(),
             gate: tokio::sync::RwLock::new(()),
         }
     }
@@ -78,11 +83,29 @@ impl LazyDevice {
         self.gate.write().await
     }
 
-    /// Stop background fills (fetches already started complete).
+    /// Stop background fills and CACHE hints (fetches already started
+    /// complete).
     pub fn cancel_fills(&self) {
         for f in self.fills.lock().drain(..) {
             f.cancel();
         }
+        self.hints.cancel();
+    }
+
+    /// The CACHE hint queue (for stats).
+    pub fn hints(&self) -> &CacheHints {
+        &self.hints
+    }
+
+    /// The part of `[off, off+len)` that spans at most [`MAX_EXTENTS`]
+    /// chunks (extents never split a chunk, so it has at most that many).
+    fn extent_window(&self, off: u64, len: u64) -> u64 {
+        let layout = self.lazy.layout();
+        let chunks = layout.chunks_in(off, len);
+        if chunks.end - chunks.start <= MAX_EXTENTS as u64 {
+            return len;
+        }
+        layout.span(chunks.start + MAX_EXTENTS as u64 - 1).end - off
     }
 
     /// Whether the range covers whole chunks only (end of device counts as
@@ -224,18 +247,27 @@ impl BlockDevice for LazyDevice {
             MetaContext::Cached if x.local => STATE_CACHED,
             MetaContext::Cached => 0,
         };
-        Ok(self
-            .lazy
-            .extents(offset, u64::from(length))
-            .iter()
-            .map(|x| Extent { length: x.length, flags: flags(x) })
-            .collect())
+        // Walked a window of chunks at a time, so a range of many small
+        // extents stops at the cap instead of being listed whole first.
+        let end = offset + u64::from(length);
+        let mut out: Vec<Extent> = Vec::new();
+        let mut at = offset;
+        while at < end && out.len() <= MAX_EXTENTS {
+            let window = self.extent_window(at, end - at);
+            for x in self.lazy.extents(at, window) {
+                match out.last_mut() {
+                    Some(last) if last.flags == flags(&x) => last.length += x.length,
+                    _ => out.push(Extent { length: x.length, flags: flags(&x) }),
+                }
+            }
+            at += window;
+        }
+        out.truncate(MAX_EXTENTS);
+        Ok(out)
     }
 
     async fn cache(&self, offset: u64, length: u32) -> Result<()> {
-        if !self.lazy.is_local(offset, u64::from(length)) {
-            self.start_fill(offset, u64::from(length), None);
-        }
+        self.hints.hint(&self.lazy, offset, u64::from(length));
         Ok(())
     }
 }

@@ -12,6 +12,7 @@
 //! from the chunks of a file in an flist ([`image`]). [`spec`] parses the
 //! `--export NAME=SPEC` strings.
 
+pub mod hints;
 pub mod image;
 pub mod lazy;
 pub mod spec;
@@ -45,6 +46,13 @@ impl ReadPiece {
         self.len() == 0
     }
 }
+
+/// Most extents a device reports per BLOCK_STATUS context, and most
+/// descriptors a reply chunk carries. The spec lets a server describe
+/// less than the requested length (at least one extent) when the whole
+/// would cost too much; clients ask again from where the reply ended.
+/// 1024 descriptors are 8 KiB of reply per context.
+pub const MAX_EXTENTS: usize = 1024;
 
 /// A run of bytes sharing one status in a metadata context. Flags are those
 /// of the context (see `proto::meta`).
@@ -108,7 +116,7 @@ pub trait BlockDevice: Send + Sync + 'static {
     -> Result<()>;
 
     /// Extents covering `[offset, offset+length)` (possibly fewer bytes, at
-    /// least one extent) in context `ctx`.
+    /// least one extent, at most [`MAX_EXTENTS`]) in context `ctx`.
     async fn block_status(&self, ctx: MetaContext, offset: u64, length: u32)
     -> Result<Vec<Extent>>;
 

@@ -22,6 +22,19 @@ pub struct ExportCounters {
     pub block_status: AtomicU64,
     pub caches: AtomicU64,
     pub errors: AtomicU64,
+    /// Connections whose reader waits for the client to read replies (its
+    /// reply budget is spent), and how often that happened.
+    pub stalled: AtomicU64,
+    pub stalls_total: AtomicU64,
+}
+
+/// A connection counted in [`ExportCounters::stalled`] while it lives.
+pub struct Stalled<'a>(&'a AtomicU64);
+
+impl Drop for Stalled<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -50,6 +63,13 @@ impl ExportCounters {
         if !ok {
             add(&self.errors, 1);
         }
+    }
+
+    /// Count a connection as stalled until the guard is dropped.
+    pub fn stalled(&self) -> Stalled<'_> {
+        add(&self.stalls_total, 1);
+        add(&self.stalled, 1);
+        Stalled(&self.stalled)
     }
 
     pub fn error(&self) {

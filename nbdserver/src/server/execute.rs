@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::export::Export;
 use super::sink::Part;
-use crate::device::{BlockDevice, Extent, ReadPiece, ZeroMode};
+use crate::device::{BlockDevice, Extent, MAX_EXTENTS, ReadPiece, ZeroMode};
 use crate::error::Error;
 use crate::proto::{Command, ErrorCode, Session, reply};
 
@@ -183,7 +183,8 @@ fn read_reply(
 }
 
 /// Clip device extents to the request, merge equal neighbours, make
-/// lengths u32 and nonzero; never empty.
+/// lengths u32 and nonzero; never empty, at most [`MAX_EXTENTS`] (the
+/// reply then describes less than was asked, as the spec allows).
 pub fn descriptors(extents: &[Extent], length: u32, req_one: bool) -> Vec<(u32, u32)> {
     let mut out: Vec<(u32, u32)> = Vec::new();
     let mut left = u64::from(length);
@@ -205,9 +206,7 @@ pub fn descriptors(extents: &[Extent], length: u32, req_one: bool) -> Vec<(u32, 
         // Status 0 ("nothing known") is always a safe answer.
         out.push((length, 0));
     }
-    if req_one {
-        out.truncate(1);
-    }
+    out.truncate(if req_one { 1 } else { MAX_EXTENTS });
     out
 }
 
@@ -244,5 +243,11 @@ mod tests {
         assert_eq!(descriptors(&x, 50, true), vec![(15, 3)]);
         assert_eq!(descriptors(&[], 7, false), vec![(7, 0)]);
         assert_eq!(descriptors(&[Extent { length: 0, flags: 1 }], 7, false), vec![(7, 0)]);
+        // Alternating extents: the reply stops at the cap.
+        let many: Vec<Extent> =
+            (0..3 * MAX_EXTENTS).map(|i| Extent { length: 512, flags: (i % 2) as u32 }).collect();
+        let d = descriptors(&many, u32::MAX, false);
+        assert_eq!(d.len(), MAX_EXTENTS);
+        assert!(d.iter().all(|&(l, _)| l == 512));
     }
 }

@@ -63,9 +63,21 @@ impl Export {
         commit(input, out).await
     }
 
+    /// For logs and `nbdserver stats`: names the flist file and path.
     pub fn description(&self) -> String {
         let ro = if self.read_only { ", read-only" } else { "" };
         format!("{}{ro}", self.device.describe())
+    }
+
+    /// For NBD clients (NBD_OPT_LIST, NBD_INFO_DESCRIPTION): what kind of
+    /// device and its size, never a path of the server's.
+    pub fn public_description(&self) -> String {
+        let kind = match self.spec.device {
+            DeviceSpec::Blank { .. } => "blank thin disk",
+            DeviceSpec::Image { .. } => "image",
+        };
+        let ro = if self.read_only { ", read-only" } else { "" };
+        format!("{kind} of {} bytes{ro}", self.device.size())
     }
 
     /// Transmission flags for a session that did (not) negotiate structured

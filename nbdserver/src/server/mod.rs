@@ -24,9 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 pub use export::{Export, ExportTable, Opener};
@@ -41,21 +42,32 @@ use transmission::End;
 /// Read buffer of a connection (a whole 256 KiB write payload fits).
 const READ_BUF: usize = 256 * 1024;
 
+/// Default of [`ServerConfig::handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default of [`ServerConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
 /// Server knobs.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerConfig {
-    /// A client must finish option haggling within this time.
+    /// A client must finish the handshake (greeting, options, the TLS
+    /// handshake) within this time, or it is disconnected.
     pub handshake_timeout: Duration,
     /// How long shutdown waits for connections to answer in-flight requests.
     pub drain_timeout: Duration,
+    /// NBD connections (TCP and unix, in handshake or transmission) open
+    /// at once; the next ones are closed as soon as they are accepted.
+    pub max_connections: usize,
     pub limits: Limits,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            handshake_timeout: Duration::from_secs(30),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             drain_timeout: Duration::from_secs(30),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             limits: Limits::default(),
         }
     }
@@ -85,8 +97,9 @@ impl Listener {
         Ok(Listener::Unix(bind_unix(path)?, path.to_path_buf()))
     }
 
+    /// The control socket: owner-only, in an owner-only directory.
     pub fn control(path: &Path) -> Result<Self> {
-        Ok(Listener::Control(bind_unix(path)?, path.to_path_buf()))
+        Ok(Listener::Control(control::bind_private(path)?, path.to_path_buf()))
     }
 
     pub async fn metrics(addr: &str) -> Result<Self> {
@@ -116,9 +129,18 @@ impl Listener {
             _ => None,
         }
     }
+
+    /// The address of an NBD TCP listener that is not a loopback address
+    /// (reachable from other hosts).
+    pub fn exposed_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok().filter(|a| !a.ip().is_loopback()),
+            _ => None,
+        }
+    }
 }
 
-fn bind_unix(path: &Path) -> Result<UnixListener> {
+pub(crate) fn bind_unix(path: &Path) -> Result<UnixListener> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(invalid(format!("{} is in use by a server", path.display())));
@@ -134,6 +156,32 @@ struct Shared {
     cfg: ServerConfig,
     /// STARTTLS on TCP connections (None: plain only).
     tls: Option<Tls>,
+    /// One permit per open NBD connection.
+    slots: Arc<Semaphore>,
+    refusals: Refusals,
+}
+
+/// Connections refused for the connection limit: counted, and logged at
+/// most once a second so a flood of them does not flood the log.
+#[derive(Default)]
+struct Refusals {
+    count: std::sync::atomic::AtomicU64,
+    logged: Mutex<Option<Instant>>,
+}
+
+impl Refusals {
+    fn note(&self, peer: &str, max: usize) {
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut logged = self.logged.lock();
+        if logged.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        *logged = Some(Instant::now());
+        tracing::warn!(
+            "{peer}: closed: {max} connections are open (--max-connections); \
+             {n} refused since start"
+        );
+    }
 }
 
 pub struct Server {
@@ -147,7 +195,9 @@ impl Server {
 
     /// A server whose TCP listeners offer (or require) STARTTLS.
     pub fn with_tls(exports: Arc<ExportTable>, cfg: ServerConfig, tls: Option<Tls>) -> Self {
-        Server { shared: Arc::new(Shared { exports, cfg, tls }) }
+        let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+        let refusals = Refusals::default();
+        Server { shared: Arc::new(Shared { exports, cfg, tls, slots, refusals }) }
     }
 
     pub fn exports(&self) -> &Arc<ExportTable> {
@@ -225,27 +275,54 @@ async fn accept_loop(
             a = accept(&listener) => a,
         };
         let (shared, stop, drain) = (shared.clone(), stop.clone(), drain.clone());
-        match accepted {
-            Ok(Conn::Tcp(stream, peer)) => {
-                // Replies are written whole; Nagle would only add latency.
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(tcp_connection(stream, peer.to_string(), shared, stop, drain));
-            }
-            Ok(Conn::Unix(stream)) => {
-                tokio::spawn(unix_connection(stream, shared, stop, drain));
-            }
+        let conn = match accepted {
+            Ok(conn) => conn,
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 tracing::warn!("accept on {}: {e}", listener.describe());
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Over the limit: closed at once, before the greeting (nothing was
+        // read or sent, so the client sees a plain end of stream).
+        let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
+            shared.refusals.note(&conn.peer(), shared.cfg.max_connections);
+            continue;
+        };
+        let held = Held { _slot: slot, _drain: drain };
+        match conn {
+            Conn::Tcp(stream, peer) => {
+                // Replies are written whole; Nagle would only add latency.
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(tcp_connection(stream, peer.to_string(), shared, stop, held));
+            }
+            Conn::Unix(stream) => {
+                tokio::spawn(unix_connection(stream, shared, stop, held));
             }
         }
     }
 }
 
+/// What a connection holds while it lives: its slot under the connection
+/// limit, and the shutdown's drain channel (see [`Server::run`]).
+struct Held {
+    _slot: OwnedSemaphorePermit,
+    _drain: mpsc::Sender<()>,
+}
+
 enum Conn {
     Tcp(TcpStream, SocketAddr),
     Unix(UnixStream),
+}
+
+impl Conn {
+    fn peer(&self) -> String {
+        match self {
+            Conn::Tcp(_, a) => a.to_string(),
+            Conn::Unix(_) => "unix".into(),
+        }
+    }
 }
 
 async fn accept(l: &Listener) -> std::io::Result<Conn> {
@@ -257,25 +334,65 @@ async fn accept(l: &Listener) -> std::io::Result<Conn> {
     }
 }
 
-/// Run one handshake step before `deadline`, unless the server stops;
-/// `None` (logged) when it failed or the client left.
+/// How a handshake step ended without its result.
+#[derive(Debug, PartialEq, Eq)]
+enum Unfinished {
+    /// The server refused the client (a protocol error, answered or not):
+    /// close with [`linger`].
+    Refused,
+    /// Timed out, the client left, or the server stops: just close.
+    Dropped,
+}
+
+/// Run one handshake step before `deadline`, unless the server stops.
 async fn in_time<T>(
     step: impl Future<Output = Result<Option<T>>>,
     deadline: Instant,
     peer: &str,
     stop: &mut watch::Receiver<bool>,
-) -> Option<T> {
+) -> Result<T, Unfinished> {
     let r = tokio::select! {
         r = tokio::time::timeout_at(deadline, step) => r,
-        _ = stop.wait_for(|s| *s) => return None,
+        _ = stop.wait_for(|s| *s) => return Err(Unfinished::Dropped),
     };
     match r {
         Err(_) => tracing::debug!("{peer}: handshake timed out"),
-        Ok(Err(e)) => tracing::info!("{peer}: handshake ended: {}", e.chain()),
+        Ok(Err(e)) => {
+            tracing::info!("{peer}: handshake ended: {}", e.chain());
+            return Err(Unfinished::Refused);
+        }
         Ok(Ok(None)) => tracing::debug!("{peer}: left during the handshake"),
-        Ok(Ok(Some(v))) => return Some(v),
+        Ok(Ok(Some(v))) => return Ok(v),
     }
-    None
+    Err(Unfinished::Dropped)
+}
+
+/// Most a closing connection reads and drops, and for how long.
+const LINGER_BYTES: u64 = 1 << 20;
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Close a connection the server gives up on without losing what it last
+/// wrote (an error reply): send FIN after it, then read and drop what the
+/// client still sends until it closes too (bounded in bytes and time).
+/// Closing a socket with unread received data makes the kernel send a
+/// reset at once, which throws away replies not yet delivered; the client
+/// would see "connection reset" instead of the server's answer.
+pub(crate) async fn linger<R, W>(rd: &mut R, wr: &mut W)
+where
+    R: AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let _ = wr.shutdown().await;
+    drain_input(rd).await;
+}
+
+/// Read and drop what the client sends until it closes (bounded in bytes
+/// and time): the second half of [`linger`].
+pub(crate) async fn drain_input<R: AsyncRead + Unpin>(rd: &mut R) {
+    use tokio::io::AsyncReadExt;
+    let (mut limited, mut sink) = (rd.take(LINGER_BYTES), tokio::io::sink());
+    let _ = tokio::time::timeout(LINGER_TIME, tokio::io::copy(&mut limited, &mut sink)).await;
 }
 
 fn transmit_or_close(o: Outcome) -> Option<Negotiated> {
@@ -290,7 +407,7 @@ async fn unix_connection(
     stream: UnixStream,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-    _drain: mpsc::Sender<()>,
+    _held: Held,
 ) {
     let (r, mut wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(READ_BUF, r);
@@ -300,8 +417,10 @@ async fn unix_connection(
         let o = negotiate::haggle(&mut rd, &mut wr, flags, &shared.exports, TlsState::Unavailable);
         Ok(transmit_or_close(o.await?))
     };
-    if let Some(n) = in_time(step, deadline, "unix", &mut stop).await {
-        transmit(rd, wr, n, "unix", &shared, stop).await;
+    match in_time(step, deadline, "unix", &mut stop).await {
+        Ok(n) => transmit(rd, wr, n, "unix", &shared, stop).await,
+        Err(Unfinished::Refused) => linger(&mut rd, &mut wr).await,
+        Err(Unfinished::Dropped) => {}
     }
 }
 
@@ -312,7 +431,7 @@ async fn tcp_connection(
     peer: String,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-    _drain: mpsc::Sender<()>,
+    _held: Held,
 ) {
     let deadline = Instant::now() + shared.cfg.handshake_timeout;
     let tls_state = match &shared.tls {
@@ -327,7 +446,11 @@ async fn tcp_connection(
         let o = negotiate::haggle(&mut rd, &mut wr, flags, &shared.exports, tls_state).await?;
         Ok(Some((flags, o)))
     };
-    let Some((flags, outcome)) = in_time(step, deadline, &peer, &mut stop).await else { return };
+    let (flags, outcome) = match in_time(step, deadline, &peer, &mut stop).await {
+        Ok(v) => v,
+        Err(Unfinished::Refused) => return linger(&mut rd, &mut wr).await,
+        Err(Unfinished::Dropped) => return,
+    };
     let tls = match (outcome, &shared.tls) {
         (Outcome::StartTls, Some(tls)) => tls.clone(),
         (o, _) => {
@@ -340,7 +463,8 @@ async fn tcp_connection(
     // The client waits for the STARTTLS ack before its ClientHello, so
     // nothing may be buffered yet; anything there was sent out of turn.
     if !rd.buffer().is_empty() {
-        return tracing::info!("{peer}: data before the TLS handshake; closing");
+        tracing::info!("{peer}: data before the TLS handshake; closing");
+        return linger(&mut rd, &mut wr).await;
     }
     let Ok(stream) = rd.into_inner().reunite(wr) else { return };
     let step = async {
@@ -351,7 +475,7 @@ async fn tcp_connection(
         let o = negotiate::haggle(&mut rd, &mut wr, flags, &shared.exports, TlsState::Active);
         Ok(transmit_or_close(o.await?).map(|n| (rd, wr, n)))
     };
-    if let Some((rd, wr, n)) = in_time(step, deadline, &peer, &mut stop).await {
+    if let Ok((rd, wr, n)) = in_time(step, deadline, &peer, &mut stop).await {
         transmit(rd, wr, n, &format!("{peer} (TLS)"), &shared, stop).await;
     }
 }

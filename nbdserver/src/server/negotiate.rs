@@ -201,7 +201,7 @@ fn handle(
         }
         ClientOption::List => {
             for e in exports.all() {
-                out.extend(hs::rep_server(&e.name, &e.description()));
+                out.extend(hs::rep_server(&e.name, &e.public_description()));
             }
             out.extend(hs::ack(code));
         }
@@ -297,7 +297,7 @@ fn info(
         out.extend(hs::rep_info_string(code, INFO_NAME, &export.name));
     }
     if req.wants(INFO_DESCRIPTION) {
-        out.extend(hs::rep_info_string(code, INFO_DESCRIPTION, &export.description()));
+        out.extend(hs::rep_info_string(code, INFO_DESCRIPTION, &export.public_description()));
     }
     // Sent even when not asked: min is 1, so a client ignoring it breaks nothing.
     out.extend(hs::rep_info_block_size(code, export.device.block_sizes()));

@@ -37,6 +37,8 @@ fn figures(e: &Export) -> Figures {
         ("misses_total", "counter", s.misses),
         ("readahead_total", "counter", s.readahead),
         ("prefetched_total", "counter", s.prefetched),
+        ("cache_hints_pending", "gauge", e.device.hints().pending()),
+        ("cache_hints_dropped_total", "counter", e.device.hints().dropped()),
         ("connections", "gauge", g(&c.connections)),
         ("connections_total", "counter", g(&c.connections_total)),
         ("reads_total", "counter", g(&c.reads)),
@@ -50,6 +52,8 @@ fn figures(e: &Export) -> Figures {
         ("block_status_total", "counter", g(&c.block_status)),
         ("caches_total", "counter", g(&c.caches)),
         ("errors_total", "counter", g(&c.errors)),
+        ("stalled_connections", "gauge", g(&c.stalled)),
+        ("stalls_total", "counter", g(&c.stalls_total)),
     ];
     Figures { name: e.name.clone(), values }
 }

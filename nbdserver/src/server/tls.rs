@@ -37,11 +37,16 @@ pub struct TlsFiles {
 pub struct Tls {
     pub acceptor: TlsAcceptor,
     pub required: bool,
+    /// Clients must present a certificate of the client CA.
+    pub verifies_clients: bool,
 }
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls").field("required", &self.required).finish_non_exhaustive()
+        f.debug_struct("Tls")
+            .field("required", &self.required)
+            .field("verifies_clients", &self.verifies_clients)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,6 +98,10 @@ impl Tls {
             files.cert.display(),
             files.key.display()
         )))?;
-        Ok(Tls { acceptor: TlsAcceptor::from(Arc::new(config)), required: files.required })
+        Ok(Tls {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            required: files.required,
+            verifies_clients: files.client_ca.is_some(),
+        })
     }
 }

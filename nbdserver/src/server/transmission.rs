@@ -5,10 +5,13 @@
 //! completion order. A single writer task owns the socket's write half and
 //! writes whole reply frames, so replies never interleave mid-frame.
 //!
-//! Memory is bounded: every request holds a share of a per-connection byte
-//! budget (its payload or reply size) from before its payload is read
-//! until its reply is in the writer's buffer. When the budget is spent the
-//! reader stops reading, which pushes back on the client through TCP.
+//! Memory is bounded: every request, refused ones included, holds a share
+//! of a per-connection byte budget (the larger of its payload and the
+//! largest reply it can get) from before its payload is read until its
+//! reply has been written to the socket. When the budget is spent the
+//! reader stops reading, which pushes back on the client through TCP: a
+//! client that sends requests and never reads the replies holds at most
+//! the budget, however many requests it sends.
 
 use std::io;
 use std::sync::Arc;
@@ -21,7 +24,8 @@ use tokio::task::JoinSet;
 use super::execute::{error_reply, execute, execute_now};
 use super::export::Export;
 use super::sink::{Part, ReplySink};
-use crate::proto::consts::REQUEST_HEADER_LEN;
+use crate::device::MAX_EXTENTS;
+use crate::proto::consts::{MAX_STRING, REQUEST_HEADER_LEN, STRUCTURED_HEADER_LEN};
 use crate::proto::request::Rejection;
 use crate::proto::{Command, Session, Verdict, parse_request};
 
@@ -45,7 +49,7 @@ impl Default for Limits {
 /// One reply, written as a whole; dropping it releases its budget.
 struct Frame {
     parts: Vec<Part>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: OwnedSemaphorePermit,
 }
 
 /// Why the loop ended.
@@ -63,12 +67,52 @@ pub enum End {
     Internal(String),
 }
 
-fn cost(cmd: &Command) -> u32 {
+/// The largest error reply (structured, with a message of the longest
+/// string the protocol allows): what any request may get back.
+const MAX_ERROR_REPLY: u64 = (STRUCTURED_HEADER_LEN + 6 + MAX_STRING) as u64;
+
+/// The largest BLOCK_STATUS reply: one chunk per context, each with at
+/// most [`MAX_EXTENTS`] descriptors.
+fn block_status_reply_max(session: &Session) -> u64 {
+    let chunk = STRUCTURED_HEADER_LEN as u64 + 4 + 8 * MAX_EXTENTS as u64;
+    chunk * session.contexts.len() as u64
+}
+
+/// Budget units a request holds: its payload (WRITE), the largest reply it
+/// can get (READ data, BLOCK_STATUS descriptors), never less than an error
+/// reply.
+fn cost(cmd: &Command, session: &Session) -> u32 {
     let bytes = match cmd {
         Command::Read { length, .. } | Command::Write { length, .. } => u64::from(*length),
+        Command::BlockStatus { .. } => block_status_reply_max(session),
         _ => 0,
     };
-    bytes.div_ceil(UNIT).max(1) as u32
+    bytes.max(MAX_ERROR_REPLY).div_ceil(UNIT) as u32
+}
+
+/// Budget units of the error reply to a refused request.
+fn refusal_cost() -> u32 {
+    MAX_ERROR_REPLY.div_ceil(UNIT) as u32
+}
+
+/// Take `units` of the budget, waiting (and counted as stalled) while the
+/// client has not read enough replies to free them. None: shutdown.
+async fn reserve(
+    budget: &Arc<Semaphore>,
+    units: u32,
+    export: &Export,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(p) = budget.clone().try_acquire_many_owned(units) {
+        return Some(p);
+    }
+    let _stalled = export.counters.stalled();
+    tokio::select! {
+        biased;
+        _ = shutdown.wait_for(|s| *s) => None,
+        // The semaphore is never closed, so Err cannot happen.
+        p = budget.clone().acquire_many_owned(units) => p.ok(),
+    }
 }
 
 /// Replies gathered into one write at most (bytes; a single bigger reply
@@ -179,7 +223,8 @@ where
     let zero_copy = wr.can_send_file();
     let (tx, rx) = mpsc::unbounded_channel::<Frame>();
     let writer = tokio::spawn(write_loop(wr, rx));
-    let units = (limits.inflight_bytes.max(u64::from(session.max_payload)) / UNIT).max(1);
+    let most = u64::from(session.max_payload).max(block_status_reply_max(&session));
+    let units = limits.inflight_bytes.max(most).max(MAX_ERROR_REPLY).div_ceil(UNIT);
     let budget = Arc::new(Semaphore::new(units as usize));
     let session = Arc::new(session);
     let mut tasks = JoinSet::new();
@@ -216,6 +261,11 @@ where
             Verdict::Reject(Rejection { error, message, discard: n }) => {
                 tracing::debug!("request {:#x} refused: {message}", header.cookie);
                 export.counters.error();
+                // The error reply waits in memory like any other reply.
+                let Some(permit) = reserve(&budget, refusal_cost(), &export, &mut shutdown).await
+                else {
+                    break End::Shutdown;
+                };
                 let skipped = tokio::select! {
                     biased;
                     _ = shutdown.wait_for(|s| *s) => break End::Shutdown,
@@ -225,13 +275,13 @@ where
                     break End::Io(e);
                 }
                 let parts = Part::mem_all(error_reply(&session, header.cookie, error, &message));
-                let _ = tx.send(Frame { parts, _permit: None });
+                let _ = tx.send(Frame { parts, _permit: permit });
                 continue;
             }
         };
-        let permit = match budget.clone().acquire_many_owned(cost(&cmd)).await {
-            Ok(p) => p,
-            Err(_) => break End::Shutdown, // the semaphore is never closed
+        let Some(permit) = reserve(&budget, cost(&cmd, &session), &export, &mut shutdown).await
+        else {
+            break End::Shutdown;
         };
         let payload = match cmd {
             Command::Write { length, .. } => {
@@ -253,13 +303,13 @@ where
         let cookie = header.cookie;
         // Warm reads are answered in place: no task, no hop between threads.
         if let Some(parts) = execute_now(&export, &session, cookie, &cmd, zero_copy) {
-            let _ = tx.send(Frame { parts, _permit: Some(permit) });
+            let _ = tx.send(Frame { parts, _permit: permit });
             continue;
         }
         let (tx, export, session) = (tx.clone(), export.clone(), session.clone());
         tasks.spawn(async move {
             let parts = Part::mem_all(execute(&export, &session, cookie, cmd, payload).await);
-            let _ = tx.send(Frame { parts, _permit: Some(permit) });
+            let _ = tx.send(Frame { parts, _permit: permit });
         });
     };
     // Answer everything already accepted before closing.
@@ -269,7 +319,14 @@ where
         }
     }
     drop(tx);
-    match writer.await {
+    let written = writer.await;
+    if matches!(end, End::Violation(_)) {
+        // The writer sent FIN after the last reply; what the client still
+        // sends must be read, or closing would reset the connection and
+        // lose those replies (see `linger`).
+        super::drain_input(&mut rd).await;
+    }
+    match written {
         Ok(Ok(())) => end,
         Ok(Err(e)) => match end {
             End::Disconnect | End::Shutdown => End::Io(e),

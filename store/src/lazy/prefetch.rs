@@ -47,6 +47,12 @@ impl Prefetch {
     pub fn is_finished(&self) -> bool {
         self.handle.is_finished()
     }
+
+    /// Stops the prefetch like [`cancel`](Self::cancel), for a caller that
+    /// gives the prefetch itself to [`wait`](Self::wait).
+    pub fn abort_handle(&self) -> tokio::task::AbortHandle {
+        self.handle.abort_handle()
+    }
 }
 
 pub(crate) fn start(inner: &Arc<Inner>, off: u64, len: u64, bandwidth: Option<u64>) -> Prefetch {

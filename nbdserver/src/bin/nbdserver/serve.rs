@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use zosfs_nbdserver::config::FillMode;
 use zosfs_nbdserver::device::BlockDevice;
 use zosfs_nbdserver::device::spec::{DeviceSpec, ExportSpec, parse_size};
@@ -57,6 +57,20 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics over HTTP on this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// NBD connections open at once (TCP and unix); more are closed as
+    /// soon as they are accepted. [default: 256]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to finish the handshake (TLS included) before
+    /// it is disconnected. [default: 10]
+    #[arg(long, value_name = "SECS")]
+    pub handshake_timeout: Option<u64>,
+    /// Serve a --listen address that other hosts can reach without TLS
+    /// client certificates: anyone who can connect may then read (and,
+    /// unless read-only, write) every export. Without this flag such a
+    /// server refuses to start.
+    #[arg(long)]
+    pub insecure_no_tls: bool,
 }
 
 /// What start-up and reloads need to open devices.
@@ -77,7 +91,32 @@ impl Ctx {
     }
 }
 
-async fn listeners(a: &ServeArgs, s: &Settings) -> Result<Vec<Listener>> {
+/// A TCP listener other hosts can reach must authenticate its clients:
+/// TLS required (no plain clients) with client certificates. Otherwise the
+/// server starts only with --insecure-no-tls, and says so loudly.
+fn check_exposure(listeners: &[Listener], tls: Option<&Tls>, insecure: bool) -> Result<()> {
+    let authenticated = tls.is_some_and(|t| t.required && t.verifies_clients);
+    for addr in listeners.iter().filter_map(Listener::exposed_addr) {
+        if authenticated {
+            continue;
+        }
+        if !insecure {
+            bail!(
+                "--listen {addr} is reachable from other hosts, and without TLS client \
+                 certificates anyone there could read and write the exports: give \
+                 --tls-cert, --tls-key and --tls-client-ca (without --tls-allow-plain), \
+                 listen on a loopback address, or accept the risk with --insecure-no-tls"
+            );
+        }
+        tracing::warn!(
+            "INSECURE: {addr} serves every export to anyone who can connect \
+             (no TLS client certificates; --insecure-no-tls)"
+        );
+    }
+    Ok(())
+}
+
+async fn listeners(a: &ServeArgs, s: &Settings, tls: Option<&Tls>) -> Result<Vec<Listener>> {
     let mut out = Vec::new();
     let mut tcp = if a.listen.is_empty() { s.file.listen.clone() } else { a.listen.clone() };
     let unix = a.unix.clone().or_else(|| s.file.unix.clone());
@@ -87,6 +126,7 @@ async fn listeners(a: &ServeArgs, s: &Settings) -> Result<Vec<Listener>> {
     for addr in &tcp {
         out.push(Listener::tcp(addr).await?);
     }
+    check_exposure(&out, tls, a.insecure_no_tls || s.file.insecure_no_tls)?;
     if let Some(p) = &unix {
         out.push(Listener::unix(p)?);
     }
@@ -171,6 +211,17 @@ async fn stop_signal(args: DeviceArgs, ctx: Arc<Ctx>, table: Arc<ExportTable>) {
     }
 }
 
+fn server_config(a: &ServeArgs, s: &Settings) -> ServerConfig {
+    let mut cfg = ServerConfig::default();
+    if let Some(n) = a.max_connections.or(s.file.max_connections) {
+        cfg.max_connections = n;
+    }
+    if let Some(secs) = a.handshake_timeout.or(s.file.handshake_timeout) {
+        cfg.handshake_timeout = Duration::from_secs(secs);
+    }
+    cfg
+}
+
 /// TLS settings: the flags, else the config's `[tls]` table.
 fn tls_files(a: &ServeArgs, s: &Settings) -> Option<TlsFiles> {
     match (&a.tls_cert, &a.tls_key) {
@@ -209,9 +260,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
         for spec in &settings.specs {
             exports.push(ctx.open(spec).await?);
         }
+        let listeners = listeners(&a, &settings, tls.as_ref()).await?;
         let table = Arc::new(ExportTable::new(exports));
-        let server = Server::with_tls(table.clone(), ServerConfig::default(), tls);
-        let listeners = listeners(&a, &settings).await?;
+        let server = Server::with_tls(table.clone(), server_config(&a, &settings), tls);
         for l in &listeners {
             tracing::info!("listening on {} (I/O engine {})", l.describe(), engine.name());
         }
