@@ -114,7 +114,7 @@ fn expect_error_then_close(c: &mut Conn, starts: &str) -> Result<String> {
 fn huge_announced_arguments_are_refused_before_they_are_buffered() -> Result<()> {
     let data = tempfile::tempdir()?;
     let mut scene = Scene::start(data.path(), &[])?;
-    let rx0 = scene.counter("network_rx")?;
+    let rx0 = scene.counter("network_rx_bytes")?;
     // Eight clients each announce 1024 arguments of 8 MiB and send the
     // first one slowly, 6 MiB of it, then hold.
     let mut attackers = Vec::new();
@@ -126,7 +126,7 @@ fn huge_announced_arguments_are_refused_before_they_are_buffered() -> Result<()>
         }
         attackers.push(c);
     }
-    scene.wait_counter("network_rx", rx0 + 8 * 6 * MIB as u64)?;
+    scene.wait_counter("network_rx_bytes", rx0 + 8 * 6 * MIB as u64)?;
     scene.good_progresses(20)?;
     // The first argument completes; the second 8 MiB header passes the
     // per-request limit and is refused at once, naming the limit.
@@ -148,7 +148,7 @@ fn mget_amplification_is_streamed_not_built() -> Result<()> {
     let big: Vec<u8> = (0..8 * MIB).map(|i| (i % 251) as u8).collect();
     let mut c = scene.server.connect()?;
     assert_eq!(c.call(&[b"SET", b"big", &big])?, Reply::bulk(b"big"));
-    let tx0 = scene.counter("network_tx")?;
+    let tx0 = scene.counter("network_tx_bytes")?;
     // MGET of the 8 MiB key a thousand times (8 GiB of reply); never read.
     let keys: Vec<&[u8]> =
         std::iter::once(&b"MGET"[..]).chain(std::iter::repeat_n(&b"big"[..], 1000)).collect();
@@ -157,7 +157,7 @@ fn mget_amplification_is_streamed_not_built() -> Result<()> {
     attacker.send(&encode(&keys))?;
     // Replies go out while the MGET runs (before, all 1000 values were
     // read into memory first).
-    scene.wait_counter("network_tx", tx0 + MIB as u64)?;
+    scene.wait_counter("network_tx_bytes", tx0 + MIB as u64)?;
     scene.good_progresses(50)?;
     // A client that does not read for --request-timeout is dropped.
     wait_for("the server to drop the client that does not read", T, || {
@@ -281,7 +281,7 @@ fn default_journal(data: &std::path::Path) -> Result<std::path::PathBuf> {
     for e in std::fs::read_dir(data.join("namespaces"))? {
         let j = e?.path().join("journal");
         let bytes = std::fs::read(&j)?;
-        if bytes.windows(9).any(|w| w == b"\x07default") {
+        if bytes.windows(8).any(|w| w == b"\x07default") {
             return Ok(j);
         }
     }
@@ -375,11 +375,14 @@ fn serve_stderr(args: &[&str]) -> Result<(ChildGuard, Vec<String>)> {
     let mut guard = ChildGuard::spawn(cmd, "chunkstore serve")?;
     let stderr = guard.child.stderr.take().expect("piped");
     let mut lines = Vec::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line?;
+    let mut reader = BufReader::new(stderr);
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 0 {
         let done = line.starts_with("chunkstore serve: listening on");
-        lines.push(line);
+        lines.push(std::mem::take(&mut line));
         if done {
+            // Keep reading: a closed stderr would fail the server's last line.
+            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
             break;
         }
     }

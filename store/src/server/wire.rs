@@ -223,9 +223,11 @@ impl Parser {
                         // Zero-copy: the payload becomes its own Bytes.
                         buf.split_to(len).freeze()
                     } else {
-                        Bytes::copy_from_slice(&buf[..len])
+                        let small = Bytes::copy_from_slice(&buf[..len]);
+                        buf.advance(len);
+                        small
                     };
-                    buf.advance(len + 2);
+                    buf.advance(2);
                     self.args.push(arg);
                     if self.args.len() == self.argc {
                         self.state = State::Empty;
