@@ -20,7 +20,7 @@ endif
 
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: all deps build test test-run check demo demo-run bench bench-run fuzz-build fuzz-smoke clean
+.PHONY: all deps build test test-run check demo demo-run bench bench-run fuzz-build fuzz-smoke fuzz-long fuzz-run clean
 
 all: build
 
@@ -84,8 +84,8 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module \
 FUZZ_TARGETS := $(shell awk '/^\[\[bin\]\]/{b=1;next} b&&/^name *=/{gsub(/[" ]/,"");sub(/name=/,"");print;b=0}' fuzz/Cargo.toml)
 FUZZ_BIN := target/$(FUZZ_TRIPLE)/release
 # Bounds of each target's run in `fuzz-smoke` (CI): FUZZ_RUNS inputs or
-# FUZZ_SECONDS, whichever comes first. Fuzz for real by hand with e.g.
-# `make fuzz-smoke FUZZ_RUNS=-1 FUZZ_SECONDS=600`.
+# FUZZ_SECONDS, whichever comes first. Fuzz for real by hand with
+# `make fuzz-long` (FUZZ_LONG_SECONDS per target).
 FUZZ_RUNS ?= 20000
 FUZZ_SECONDS ?= 15
 
@@ -98,16 +98,28 @@ fuzz-build:
 # Each target from its committed seeds (fuzz/seeds/<target>/, see
 # flist/src/fuzz_seeds.rs) plus what it finds (fuzz/corpus/<target>/, not
 # committed). A crash, a timeout, or memory past the limit fails the
-# target; the input is kept in fuzz/artifacts/<target>/.
+# target; the input is kept in fuzz/artifacts/<target>/. fuzz-run runs
+# every target for FUZZ_RUNS inputs or FUZZ_SECONDS, whichever comes first;
+# fuzz-smoke (in `make test`) and fuzz-long (by hand, not in `make test`:
+# FUZZ_LONG_SECONDS per target, no input limit) set them.
+FUZZ_LONG_SECONDS ?= 600
+
 fuzz-smoke: fuzz-build
+	@$(MAKE) --no-print-directory fuzz-run FUZZ_LABEL=fuzz-smoke
+
+fuzz-long: fuzz-build
+	@$(MAKE) --no-print-directory fuzz-run FUZZ_LABEL=fuzz-long FUZZ_RUNS=-1 FUZZ_SECONDS=$(FUZZ_LONG_SECONDS)
+
+FUZZ_LABEL ?= fuzz-run
+fuzz-run:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		mkdir -p fuzz/corpus/$$t fuzz/artifacts/$$t fuzz/seeds/$$t; \
-		echo "fuzz-smoke: $$t (at most $(FUZZ_RUNS) inputs, $(FUZZ_SECONDS) s)"; \
+		echo "$(FUZZ_LABEL): $$t (at most $(FUZZ_RUNS) inputs, $(FUZZ_SECONDS) s)"; \
 		$(FUZZ_BIN)/$$t -runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_SECONDS) -timeout=20 \
 			-rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
 			-artifact_prefix=fuzz/artifacts/$$t/ fuzz/corpus/$$t fuzz/seeds/$$t \
 			> fuzz/artifacts/$$t/log 2>&1 \
-			|| { tail -n 60 fuzz/artifacts/$$t/log; echo "fuzz-smoke: $$t FAILED"; exit 1; }; \
+			|| { tail -n 60 fuzz/artifacts/$$t/log; echo "$(FUZZ_LABEL): $$t FAILED"; exit 1; }; \
 		grep -E '^stat::number_of_executed_units|^Done' fuzz/artifacts/$$t/log | tr '\n' ' '; echo; \
 	done
 

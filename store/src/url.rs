@@ -5,6 +5,9 @@
 //! dir:///path                              ab/cd/<hex id> fan-out, rfs-compatible
 //! zdb://[:password@]host:port/namespace    0-db, user-mode namespace
 //! zdb+unix://[:password@]/path.sock?ns=x   0-db over a unix socket
+//!   ?plaintext-auth=1 (either zdb form): if the server offers no AUTH SECURE
+//!   challenge, send the password in clear (SELECT ns password); without it
+//!   such a server is refused
 //! redis://[:password@]host:port/db         plain Redis
 //! 00-7f=URL                                route: ids whose first byte is in range
 //! ```
@@ -58,10 +61,25 @@ impl fmt::Display for NetAddr {
 /// One backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backend {
-    Local { path: PathBuf },
-    Dir { path: PathBuf },
-    Zdb { addr: NetAddr, namespace: String, password: Option<Secret> },
-    Redis { addr: NetAddr, db: u32, password: Option<Secret> },
+    Local {
+        path: PathBuf,
+    },
+    Dir {
+        path: PathBuf,
+    },
+    Zdb {
+        addr: NetAddr,
+        namespace: String,
+        password: Option<Secret>,
+        /// `?plaintext-auth=1`: the password may be sent in clear when the
+        /// server has no challenge (a 0-db without --admin).
+        plaintext_auth: bool,
+    },
+    Redis {
+        addr: NetAddr,
+        db: u32,
+        password: Option<Secret>,
+    },
 }
 
 /// Inclusive range of first id bytes a store takes.
@@ -108,10 +126,20 @@ impl fmt::Display for StoreUrl {
         match &self.backend {
             Backend::Local { path } => write!(f, "local://{}", path.display()),
             Backend::Dir { path } => write!(f, "dir://{}", path.display()),
-            Backend::Zdb { addr: NetAddr::Unix(p), namespace, .. } => {
-                write!(f, "zdb+unix://{}?ns={namespace}", p.display())
+            Backend::Zdb { addr: NetAddr::Unix(p), namespace, plaintext_auth, .. } => {
+                write!(f, "zdb+unix://{}?ns={namespace}", p.display())?;
+                if *plaintext_auth {
+                    write!(f, "&{PLAINTEXT_AUTH}=1")?;
+                }
+                Ok(())
             }
-            Backend::Zdb { addr, namespace, .. } => write!(f, "zdb://{addr}/{namespace}"),
+            Backend::Zdb { addr, namespace, plaintext_auth, .. } => {
+                write!(f, "zdb://{addr}/{namespace}")?;
+                if *plaintext_auth {
+                    write!(f, "?{PLAINTEXT_AUTH}=1")?;
+                }
+                Ok(())
+            }
             Backend::Redis { addr: NetAddr::Unix(p), db, .. } => {
                 write!(f, "redis+unix://{}?db={db}", p.display())
             }
@@ -125,17 +153,36 @@ fn bad(url: &str, why: impl fmt::Display) -> Error {
     invalid(format!("bad store URL {:?}: {why}", redact_raw(url)))
 }
 
-/// Blank out `:password@` in a raw URL for error messages.
+/// Blank out `[user][:]password@` in a raw URL for error messages: all
+/// that [`split_password`] would take as a password, with or without `:`.
 fn redact_raw(url: &str) -> String {
     if let Some(scheme_end) = url.find("://") {
         let rest = &url[scheme_end + 3..];
-        if let Some(at) = rest.find('@') {
-            if rest[..at].starts_with(':') || rest[..at].contains(':') {
-                return format!("{}://***@{}", &url[..scheme_end], &rest[at + 1..]);
-            }
+        if let Some((_, after)) = rest.split_once('@') {
+            return format!("{}://***@{after}", &url[..scheme_end]);
         }
     }
     url.to_string()
+}
+
+/// Query parameter of zdb URLs allowing the plaintext password fallback.
+pub const PLAINTEXT_AUTH: &str = "plaintext-auth";
+
+/// `plaintext-auth=1|0` (absent: 0).
+fn plaintext_auth(query: Option<&str>, whole: &str) -> Result<bool> {
+    match query_param(query, PLAINTEXT_AUTH) {
+        None | Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(v) => Err(bad(whole, format!("{PLAINTEXT_AUTH}={v:?}: want 1 or 0"))),
+    }
+}
+
+/// Split `rest?query`.
+fn split_query(rest: &str) -> (&str, Option<&str>) {
+    match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    }
 }
 
 fn parse_route(s: &str, whole: &str) -> Result<Route> {
@@ -206,18 +253,20 @@ impl FromStr for StoreUrl {
             "dir" => Backend::Dir { path: local_path(rest, s)? },
             "zdb" => {
                 let (password, rest) = split_password(rest);
+                let (rest, query) = split_query(rest);
                 let (hp, ns) = rest.split_once('/').unwrap_or((rest, ""));
                 let namespace = if ns.is_empty() { "default".to_string() } else { ns.to_string() };
-                Backend::Zdb { addr: parse_host_port(hp, s)?, namespace, password }
+                let addr = parse_host_port(hp, s)?;
+                let plaintext_auth = plaintext_auth(query, s)?;
+                Backend::Zdb { addr, namespace, password, plaintext_auth }
             }
             "zdb+unix" => {
                 let (password, rest) = split_password(rest);
-                let (path, query) = match rest.split_once('?') {
-                    Some((p, q)) => (p, Some(q)),
-                    None => (rest, None),
-                };
+                let (path, query) = split_query(rest);
                 let namespace = query_param(query, "ns").unwrap_or("default").to_string();
-                Backend::Zdb { addr: NetAddr::Unix(local_path(path, s)?), namespace, password }
+                let addr = NetAddr::Unix(local_path(path, s)?);
+                let plaintext_auth = plaintext_auth(query, s)?;
+                Backend::Zdb { addr, namespace, password, plaintext_auth }
             }
             "redis" => {
                 let (password, rest) = split_password(rest);
@@ -228,10 +277,7 @@ impl FromStr for StoreUrl {
             }
             "redis+unix" => {
                 let (password, rest) = split_password(rest);
-                let (path, query) = match rest.split_once('?') {
-                    Some((p, q)) => (p, Some(q)),
-                    None => (rest, None),
-                };
+                let (path, query) = split_query(rest);
                 let db = query_param(query, "db").unwrap_or("0");
                 let db: u32 = db.parse().map_err(|_| bad(s, format!("bad redis db {db:?}")))?;
                 Backend::Redis { addr: NetAddr::Unix(local_path(path, s)?), db, password }
@@ -258,7 +304,8 @@ mod tests {
         let u: StoreUrl = "zdb://:s3cret@hub.example:9900/images".parse().unwrap();
         assert_eq!(u.route, Route::ALL);
         match &u.backend {
-            Backend::Zdb { addr, namespace, password } => {
+            Backend::Zdb { addr, namespace, password, plaintext_auth } => {
+                assert!(!plaintext_auth);
                 assert_eq!(addr, &NetAddr::Tcp { host: "hub.example".into(), port: 9900 });
                 assert_eq!(namespace, "images");
                 assert_eq!(password.as_ref().unwrap().expose(), "s3cret");
@@ -280,6 +327,39 @@ mod tests {
         assert_eq!(u.to_string(), "80-ff=dir:///srv/chunks");
         let u: StoreUrl = "zdb://[::1]:9900/x".parse().unwrap();
         assert_eq!(u.to_string(), "zdb://[::1]:9900/x");
+
+        // The plaintext fallback is opt-in and survives a round trip.
+        for url in
+            ["zdb://h:1/imgs?plaintext-auth=1", "zdb+unix:///s.sock?ns=imgs&plaintext-auth=1"]
+        {
+            let u: StoreUrl = url.parse().unwrap();
+            assert!(matches!(u.backend, Backend::Zdb { plaintext_auth: true, .. }), "{url}");
+            assert_eq!(u.to_string(), url);
+            assert_eq!(u.to_string().parse::<StoreUrl>().unwrap(), u);
+        }
+        let u: StoreUrl = "zdb://:pw@h:1/imgs?plaintext-auth=0".parse().unwrap();
+        assert!(
+            matches!(&u.backend, Backend::Zdb { plaintext_auth: false, namespace, .. } if namespace == "imgs")
+        );
+    }
+
+    #[test]
+    fn redacts_every_password_form() {
+        for (raw, shown) in [
+            ("zdb://:pw@host:1/ns", "zdb://***@host:1/ns"),
+            ("zdb://secret@host:1/ns", "zdb://***@host:1/ns"),
+            ("zdb://user:secret@host:1/ns", "zdb://***@host:1/ns"),
+            ("redis://secret@h:1/0", "redis://***@h:1/0"),
+            ("zdb+unix://secret@/run/z.sock?ns=a", "zdb+unix://***@/run/z.sock?ns=a"),
+            ("zdb://host:1/ns", "zdb://host:1/ns"),
+        ] {
+            assert_eq!(redact_raw(raw), shown, "{raw}");
+        }
+        // In a parse error too (bad port, password without a colon).
+        let e = "zdb://secret@host:notaport/ns".parse::<StoreUrl>().unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
+        let e = "zdb://h:1/ns?plaintext-auth=yes".parse::<StoreUrl>().unwrap_err();
+        assert!(e.to_string().contains("plaintext-auth"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -30,8 +32,13 @@ impl Zdb {
 
     /// Same, also listening on the unix socket `unix`.
     pub fn start_with(data: &Path, unix: Option<&Path>, extra: &[&str]) -> Result<Zdb> {
+        Self::start_on("127.0.0.1:0", data, unix, extra)
+    }
+
+    /// Same, on the TCP address `listen`.
+    pub fn start_on(listen: &str, data: &Path, unix: Option<&Path>, extra: &[&str]) -> Result<Zdb> {
         let mut cmd = Command::new(bin("chunkstore"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(data).args(extra);
+        cmd.args(["serve", "--listen", listen, "--data"]).arg(data).args(extra);
         if let Some(u) = unix {
             cmd.arg("--unix").arg(u);
         }
@@ -72,6 +79,29 @@ impl Zdb {
     pub fn stop(&mut self) -> Result<ExitStatus> {
         self.guard.terminate(Duration::from_secs(30))
     }
+}
+
+/// A client that keeps doing SET/GET round trips until told to stop.
+pub fn steady_client(
+    server: &Zdb,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+) -> Result<std::thread::JoinHandle<Result<()>>> {
+    let mut c = server.connect()?;
+    Ok(std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) || i < 10 {
+            let key = format!("steady-{}", i % 64);
+            let val = format!("value-{i}");
+            let r = c.call(&[b"SET", key.as_bytes(), val.as_bytes()])?;
+            anyhow::ensure!(r == Reply::bulk(key.as_bytes()), "SET {key}: {r:?}");
+            let r = c.call(&[b"GET", key.as_bytes()])?;
+            anyhow::ensure!(r == Reply::bulk(val.as_bytes()), "GET {key}: {r:?}");
+            done.fetch_add(1, Ordering::Relaxed);
+            i += 1;
+        }
+        Ok(())
+    }))
 }
 
 enum Stream {

@@ -82,7 +82,8 @@ async fn wrong_password_with_secure_select() -> Result<()> {
 async fn plain_select_when_auth_is_disabled() -> Result<()> {
     let t = Transcript::load()?;
     // A server without --admin answers every AUTH with -Authentication
-    // disabled (7); the client then uses SELECT ns password (118: +OK).
+    // disabled (7); the client then uses SELECT ns password (118: +OK), as
+    // the URL allows it (plaintext-auth=1).
     let script = [
         Shape { cmd: "AUTH", argc: 3, reply: 7 },
         Exact(118),
@@ -92,7 +93,7 @@ async fn plain_select_when_auth_is_disabled() -> Result<()> {
         GET(178), // namespace frozen
     ];
     let peer = ReplayPeer::start(&t, &script)?;
-    let url = format!("zdb://:s3cret@127.0.0.1:{}/imgs", peer.port);
+    let url = format!("zdb://:s3cret@127.0.0.1:{}/imgs?plaintext-auth=1", peer.port);
     let s = open(&url, &quick_opts()).await?;
     let shown = format!("zdb://127.0.0.1:{}/imgs", peer.port);
     let e = s.put(&ChunkId([1; 32]), Bytes::from_static(b"v")).await.unwrap_err();
@@ -109,11 +110,28 @@ async fn plain_select_when_auth_is_disabled() -> Result<()> {
 }
 
 #[tokio::test]
+async fn no_plaintext_password_unless_the_url_allows_it() -> Result<()> {
+    let t = Transcript::load()?;
+    // -Authentication disabled (7) to the challenge: without plaintext-auth=1
+    // the client stops there; the password never goes out.
+    let script = [Shape { cmd: "AUTH", argc: 3, reply: 7 }];
+    let peer = ReplayPeer::start(&t, &script)?;
+    let url = format!("zdb://:s3cret@127.0.0.1:{}/imgs", peer.port);
+    let e = open(&url, &quick_opts()).await.err().expect("must refuse plaintext auth");
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let msg = e.chain();
+    assert!(msg.contains("plaintext-auth=1") && msg.contains("no secure authentication"), "{msg}");
+    assert!(!msg.contains("s3cret"), "password leaked: {msg}");
+    peer.finish()?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn plain_wrong_password_private_and_missing_namespace() -> Result<()> {
     let t = Transcript::load()?;
     let cases: [(&str, Vec<Expect>, ErrorKind, &str); 3] = [
         (
-            "zdb://:wrongpw@127.0.0.1:{}/imgs",
+            "zdb://:wrongpw@127.0.0.1:{}/imgs?plaintext-auth=1",
             vec![Shape { cmd: "AUTH", argc: 3, reply: 7 }, Exact(117)],
             ErrorKind::PermissionDenied,
             "wrong password",

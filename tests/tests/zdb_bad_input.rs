@@ -8,32 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
-use zosfs_tests::zdb::{Conn, Reply, Zdb, encode};
+use zosfs_tests::zdb::{Conn, Reply, Zdb, encode, steady_client};
 
 const T: Duration = Duration::from_secs(30);
-
-/// A client that keeps doing SET/GET round trips until told to stop.
-fn steady_client(
-    server: &Zdb,
-    stop: Arc<AtomicBool>,
-    done: Arc<AtomicUsize>,
-) -> Result<std::thread::JoinHandle<Result<()>>> {
-    let mut c = server.connect()?;
-    Ok(std::thread::spawn(move || {
-        let mut i = 0u64;
-        while !stop.load(Ordering::Relaxed) || i < 10 {
-            let key = format!("steady-{}", i % 64);
-            let val = format!("value-{i}");
-            let r = c.call(&[b"SET", key.as_bytes(), val.as_bytes()])?;
-            anyhow::ensure!(r == Reply::bulk(key.as_bytes()), "SET {key}: {r:?}");
-            let r = c.call(&[b"GET", key.as_bytes()])?;
-            anyhow::ensure!(r == Reply::bulk(val.as_bytes()), "GET {key}: {r:?}");
-            done.fetch_add(1, Ordering::Relaxed);
-            i += 1;
-        }
-        Ok(())
-    }))
-}
 
 fn expect_error_then_close(c: &mut Conn, err: &str) -> Result<()> {
     let raw = c.read_replies(1, T)?;

@@ -66,7 +66,7 @@ impl RemoteStore {
         let name = url.redacted();
         let (addr, dialect, namespace, session): (_, _, _, Box<dyn pool::Session>) =
             match &url.backend {
-                Backend::Zdb { addr, namespace, password } => (
+                Backend::Zdb { addr, namespace, password, plaintext_auth } => (
                     addr.clone(),
                     Dialect::Zdb,
                     Some(namespace.clone()),
@@ -74,6 +74,7 @@ impl RemoteStore {
                         name: name.clone(),
                         namespace: namespace.clone(),
                         password: password.clone(),
+                        plaintext_auth: *plaintext_auth,
                     }),
                 ),
                 Backend::Redis { addr, db, password } => (

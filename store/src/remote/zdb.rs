@@ -9,7 +9,9 @@
 //!   `+<nonce>` and `SELECT ns SECURE sha1hex("<nonce>:<password>")` then
 //!   proves the password without sending it. A server started without
 //!   `--admin` answers every AUTH with `-Authentication disabled`; there the
-//!   plain form is the only one and is used instead.
+//!   plain form is the only one. It sends the password in clear, so it is
+//!   used only when the URL allows it (`?plaintext-auth=1`); otherwise
+//!   opening fails and says so.
 
 use std::time::Duration;
 
@@ -28,6 +30,8 @@ pub(crate) struct ZdbSession {
     pub(crate) name: String,
     pub(crate) namespace: String,
     pub(crate) password: Option<Secret>,
+    /// `?plaintext-auth=1`: fall back to `SELECT ns password`.
+    pub(crate) plaintext_auth: bool,
 }
 
 #[async_trait]
@@ -40,15 +44,18 @@ impl Session for ZdbSession {
                 Ok(Value::SimpleString(nonce)) if valid_nonce(&nonce) => {
                     select_secure(&self.namespace, &nonce, pw)
                 }
-                Ok(Value::ServerError(e)) => {
+                Ok(Value::ServerError(e)) if self.plaintext_auth => {
                     // No --admin on the server: AUTH is disabled as a whole,
                     // SELECT with the password is the only way in.
                     tracing::debug!(
-                        "{}: secure authentication not available ({}), using SELECT with password",
+                        "{}: secure authentication not available ({}), using SELECT with password (plaintext-auth=1)",
                         self.name,
                         server_error_text(&e)
                     );
                     select_plain(&self.namespace, Some(pw))
+                }
+                Ok(Value::ServerError(e)) => {
+                    return SetupResult::Refused(no_challenge(&self.name, &server_error_text(&e)));
                 }
                 Ok(other) => {
                     return SetupResult::Refused(unexpected(
@@ -79,6 +86,18 @@ impl Session for ZdbSession {
             || error == "Missing arguments"
             || error == "Too many arguments")
     }
+}
+
+/// The server offers no challenge: the password would go in clear.
+fn no_challenge(name: &str, reply: &str) -> Error {
+    Error::new(
+        ErrorKind::PermissionDenied,
+        format!(
+            "{name}: the server offers no secure authentication (AUTH SECURE CHALLENGE: {reply:?}); \
+             not sending the password in clear. Start the server with an admin password, or add \
+             ?plaintext-auth=1 to the URL (&plaintext-auth=1 for zdb+unix) to allow it"
+        ),
+    )
 }
 
 fn challenge_cmd() -> Cmd {

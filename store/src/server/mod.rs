@@ -10,7 +10,8 @@
 //! * [`ns`] — namespaces: in-memory index rebuilt from a CRC-framed
 //!   metadata journal per namespace; values in a [`DynStore`];
 //! * [`conn`] — one task per connection; this module binds listeners,
-//!   accepts, syncs periodically and shuts down cleanly.
+//!   accepts (at most [`ServerConfig::max_connections`] at once), syncs
+//!   periodically and shuts down cleanly.
 //!
 //! Behaviour follows a transcript recorded from a real 0-db v2.0.7
 //! (`tests/fixtures/zdb/`). Known differences: values live in a zosfs store
@@ -23,13 +24,14 @@ pub mod ns;
 pub mod wire;
 
 use std::fs::File;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::backend::{DynStore, OpenOptions, SyncPolicy};
 use crate::error::{Error, ErrorKind, Result};
@@ -56,7 +58,20 @@ pub struct ServerConfig {
     pub sync_writes: bool,
     /// fsync journals and the value store this often.
     pub sync_interval: Duration,
+    /// Connections served at once (TCP and unix together); more are sent
+    /// an error line and closed.
+    pub max_connections: usize,
+    /// Longest a request may take to arrive, and a reply may wait for the
+    /// client to read it, before the connection is closed.
+    pub request_timeout: Duration,
+    /// Allow a non-loopback TCP address without an admin password.
+    pub insecure_no_auth: bool,
 }
+
+/// Default of [`ServerConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default of [`ServerConfig::request_timeout`]: an 8 MiB value at 140 kB/s.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl ServerConfig {
     pub fn new(data: impl Into<PathBuf>) -> Self {
@@ -70,6 +85,9 @@ impl ServerConfig {
             protect: false,
             sync_writes: false,
             sync_interval: Duration::from_secs(5),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            insecure_no_auth: false,
         }
     }
 }
@@ -80,6 +98,8 @@ pub struct Server {
     tcp: Option<TcpListener>,
     unix: Option<(UnixListener, PathBuf)>,
     sync_interval: Duration,
+    max_connections: usize,
+    limits: conn::ConnLimits,
     _lock: File,
 }
 
@@ -155,9 +175,35 @@ fn bind_unix(path: &Path) -> Result<UnixListener> {
     UnixListener::bind(path).map_err(|e| Error::io(format!("listen on {}", path.display()), e))
 }
 
+/// Without an admin password every client may create, change and delete
+/// namespaces: such a server only listens where no one else can reach it,
+/// unless told otherwise.
+fn check_exposure(cfg: &ServerConfig) -> Result<()> {
+    let Some(addr) = cfg.listen else { return Ok(()) };
+    if cfg.admin.is_some() || addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if cfg.insecure_no_auth {
+        eprintln!(
+            "chunkstore serve: WARNING: listening on {addr} without an admin password \
+             (--insecure-no-auth): anyone who reaches it is admin (NSNEW, NSDEL, NSSET, \
+             FLUSH) and can read and write the default namespace"
+        );
+        return Ok(());
+    }
+    Err(crate::error::invalid(format!(
+        "refusing to listen on {addr} (not a loopback address) without an admin password: \
+         give --admin-file, CHUNKSTORE_ADMIN or --admin, or --insecure-no-auth to run open"
+    )))
+}
+
 impl Server {
     /// Open the data directory, replay every namespace and bind the sockets.
     pub async fn bind(cfg: ServerConfig) -> Result<Server> {
+        check_exposure(&cfg)?;
+        if cfg.max_connections == 0 {
+            return Err(crate::error::invalid("--max-connections must be at least 1"));
+        }
         if cfg.protect && cfg.admin.is_none() {
             return Err(crate::error::invalid("--protect needs an admin password (--admin)"));
         }
@@ -212,6 +258,8 @@ impl Server {
             tcp,
             unix,
             sync_interval: cfg.sync_interval,
+            max_connections: cfg.max_connections,
+            limits: conn::ConnLimits { stall: cfg.request_timeout },
             _lock: lock,
         })
     }
@@ -233,16 +281,24 @@ impl Server {
         // Every connection task holds a sender; recv() returns None once all are gone.
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
         let shared = self.shared.clone();
+        let spawner = Spawner {
+            shared: shared.clone(),
+            down: down_rx.clone(),
+            alive: alive_tx.clone(),
+            slots: Arc::new(Semaphore::new(self.max_connections)),
+            max: self.max_connections,
+            limits: self.limits,
+        };
         let accept_tcp = {
-            let (shared, down, alive) = (shared.clone(), down_rx.clone(), alive_tx.clone());
+            let spawner = &spawner;
             let listener = self.tcp;
             async move {
                 let Some(l) = listener else { return std::future::pending::<()>().await };
                 loop {
                     match l.accept().await {
-                        Ok((s, _)) => {
+                        Ok((s, peer)) => {
                             let _ = s.set_nodelay(true);
-                            spawn_conn(s, &shared, &down, &alive);
+                            spawner.spawn(s, Some(peer.ip()));
                         }
                         Err(e) => accept_error(e).await,
                     }
@@ -250,13 +306,13 @@ impl Server {
             }
         };
         let accept_unix = {
-            let (shared, down, alive) = (shared.clone(), down_rx.clone(), alive_tx.clone());
+            let spawner = &spawner;
             let listener = self.unix.as_ref().map(|(l, _)| l);
             async move {
                 let Some(l) = listener else { return std::future::pending::<()>().await };
                 loop {
                     match l.accept().await {
-                        Ok((s, _)) => spawn_conn(s, &shared, &down, &alive),
+                        Ok((s, _)) => spawner.spawn(s, None),
                         Err(e) => accept_error(e).await,
                     }
                 }
@@ -280,6 +336,7 @@ impl Server {
             _ = periodic => {}
         }
         let _ = down_tx.send(true);
+        drop(spawner);
         drop(alive_tx);
         if tokio::time::timeout(Duration::from_secs(10), alive_rx.recv()).await.is_err() {
             tracing::warn!("connections still busy after 10 s; syncing anyway");
@@ -292,19 +349,46 @@ impl Server {
     }
 }
 
-fn spawn_conn<S>(
-    stream: S,
-    shared: &Arc<Shared>,
-    down: &watch::Receiver<bool>,
-    alive: &mpsc::Sender<()>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (shared, down, alive) = (shared.clone(), down.clone(), alive.clone());
-    tokio::spawn(async move {
-        conn::serve(stream, shared, down).await;
-        drop(alive);
-    });
+/// Starts connection tasks, at most `max` at once.
+struct Spawner {
+    shared: Arc<Shared>,
+    down: watch::Receiver<bool>,
+    /// Every connection task holds a clone (see [`Server::run`]).
+    alive: mpsc::Sender<()>,
+    slots: Arc<Semaphore>,
+    max: usize,
+    limits: conn::ConnLimits,
+}
+
+/// Sent to a connection over [`ServerConfig::max_connections`] before it is closed.
+const TOO_MANY: &str = "-Too many connections (--max-connections)\r\n";
+
+impl Spawner {
+    fn spawn<S>(&self, mut stream: S, peer: Option<IpAddr>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            tracing::debug!("refusing a connection: {} are open", self.max);
+            // Its own short-lived task: a client that does not read must not
+            // hold up accepting.
+            tokio::spawn(async move {
+                let say = async {
+                    let _ = stream.write_all(TOO_MANY.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), say).await;
+            });
+            return;
+        };
+        let (shared, down, alive) = (self.shared.clone(), self.down.clone(), self.alive.clone());
+        let limits = self.limits;
+        tokio::spawn(async move {
+            conn::serve(stream, shared, down, peer, limits).await;
+            drop::<OwnedSemaphorePermit>(slot);
+            drop(alive);
+        });
+    }
 }
 
 /// Out of file descriptors and the like: wait a little instead of spinning.

@@ -16,12 +16,25 @@ pub const MAX_ARG: usize = 8 * 1024 * 1024;
 /// Most elements a request may announce (1024 is accepted).
 pub const MAX_ARGS: usize = 1024;
 
+/// Most payload bytes one request may announce in all its arguments: one
+/// value of [`MAX_ARG`] plus 512 KiB for keys and the rest (MGET of 1024
+/// keys of 255 bytes is 255 KiB). A request is buffered whole before it
+/// runs, so this bounds what one connection's request holds in memory;
+/// 0-db's own limit is per argument only.
+pub const MAX_REQUEST: usize = MAX_ARG + 512 * 1024;
+
+/// Replies queued beyond this many bytes are written out before more is
+/// produced (between requests, and between the values of one MGET).
+pub const FLUSH_AT: usize = 1 << 20;
+
 /// A header line (`*N` or `$N`) longer than this without a newline is not
 /// RESP; 0-db's 8 KiB read buffer would overflow and drop the client.
 pub const MAX_HEADER_LINE: usize = 8192;
 
 /// Bulk values at least this large are written straight from their own
-/// buffer instead of being copied into the reply buffer.
+/// buffer instead of being copied into the reply buffer; smaller request
+/// arguments are copied out of the read buffer, so a request of many small
+/// arguments never pins one read-buffer allocation per argument.
 const ZERO_COPY_MIN: usize = 16 * 1024;
 
 /// What was wrong with the bytes a client sent.
@@ -43,7 +56,13 @@ pub enum WireError {
     PayloadTooBig,
     /// A header line without newline longer than [`MAX_HEADER_LINE`].
     HeaderTooLong,
+    /// The arguments of one request announce more than [`MAX_REQUEST`]
+    /// bytes in all (not a 0-db error: it has no such limit).
+    RequestTooBig,
 }
+
+/// The error line of [`WireError::RequestTooBig`]; names the limit.
+const REQUEST_TOO_BIG: &str = "Request too big (more than 8912896 bytes of arguments)";
 
 impl WireError {
     /// The exact error line 0-db sends (without `-` and CRLF), if any.
@@ -55,13 +74,20 @@ impl WireError {
             WireError::NotBulk => "Malformed query string",
             WireError::PayloadTooBig => "Payload too big",
             WireError::HeaderTooLong => "Malformed request, header line too long",
+            WireError::RequestTooBig => REQUEST_TOO_BIG,
         }
     }
 
     /// Whether the server closes the connection after the error line.
     /// Otherwise the connection is stuck on this error.
     pub fn closes(self) -> bool {
-        matches!(self, WireError::NotArray | WireError::PayloadTooBig | WireError::HeaderTooLong)
+        matches!(
+            self,
+            WireError::NotArray
+                | WireError::PayloadTooBig
+                | WireError::HeaderTooLong
+                | WireError::RequestTooBig
+        )
     }
 }
 
@@ -82,6 +108,8 @@ pub struct Parser {
     state: State,
     argc: usize,
     args: Vec<Bytes>,
+    /// Payload bytes announced so far by the request being parsed.
+    announced: usize,
 }
 
 impl Default for Parser {
@@ -121,7 +149,7 @@ fn memchr_nl(buf: &[u8]) -> Option<usize> {
 
 impl Parser {
     pub fn new() -> Self {
-        Parser { state: State::Empty, argc: 0, args: Vec::new() }
+        Parser { state: State::Empty, argc: 0, args: Vec::new(), announced: 0 }
     }
 
     /// Bytes the parser needs in one piece next (the announced payload of a
@@ -162,6 +190,7 @@ impl Parser {
                     }
                     buf.advance(nl + 1);
                     self.argc = n as usize;
+                    self.announced = 0;
                     self.args = Vec::with_capacity(self.argc);
                     self.state = State::Header;
                 }
@@ -176,6 +205,10 @@ impl Parser {
                         Some(n) if n >= 0 => n as usize,
                         _ => return Err(WireError::NotBulk),
                     };
+                    if self.announced + len > MAX_REQUEST {
+                        return Err(WireError::RequestTooBig);
+                    }
+                    self.announced += len;
                     buf.advance(nl + 1);
                     self.state = State::Payload(len);
                 }
@@ -186,8 +219,14 @@ impl Parser {
                     if &buf[len..len + 2] != b"\r\n" {
                         return Err(WireError::NotBulk);
                     }
-                    // Zero-copy: the payload becomes its own Bytes.
-                    let arg = buf.split_to(len).freeze();
+                    let arg = if len >= ZERO_COPY_MIN {
+                        // Zero-copy: the payload becomes its own Bytes.
+                        buf.split_to(len).freeze()
+                    } else {
+                        let small = Bytes::copy_from_slice(&buf[..len]);
+                        buf.advance(len);
+                        small
+                    };
                     buf.advance(2);
                     self.args.push(arg);
                     if self.args.len() == self.argc {
@@ -199,6 +238,15 @@ impl Parser {
             }
         }
     }
+}
+
+/// Where a command with a long reply (MGET) hands over what it queued so
+/// far once [`ReplyBuf::is_full`], so a reply is never whole in memory: the
+/// connection writes it out, waiting while the client does not read.
+#[async_trait::async_trait]
+pub trait Drain: Send {
+    /// Write out everything `out` holds. An error ends the connection.
+    async fn drain(&mut self, out: &mut ReplyBuf) -> std::io::Result<()>;
 }
 
 /// Replies queued for one connection: small replies are appended to one
@@ -222,6 +270,11 @@ impl ReplyBuf {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Over [`FLUSH_AT`]: write out before producing more.
+    pub fn is_full(&self) -> bool {
+        self.len >= FLUSH_AT
     }
 
     fn put(&mut self, b: &[u8]) {
@@ -354,6 +407,7 @@ mod tests {
             assert_eq!(p.parse(&mut buf), Err(err), "{wire:?}");
         }
         assert!(WireError::NotArray.closes());
+        assert!(WireError::RequestTooBig.closes());
         assert!(WireError::PayloadTooBig.closes());
         assert!(!WireError::MissingArguments.closes());
     }
@@ -373,6 +427,36 @@ mod tests {
         assert_eq!(p.parse(&mut buf), Ok(None));
         assert_eq!(p.wanted(), MAX_ARG + 2);
         assert!(p.in_frame());
+    }
+
+    #[test]
+    fn arguments_of_one_request_are_bounded_in_all() {
+        assert!(REQUEST_TOO_BIG.contains(&MAX_REQUEST.to_string()));
+        // A full value plus a 255-byte key and a timestamp fits.
+        let mut p = Parser::new();
+        let mut buf = BytesMut::from(&b"*4\r\n$3\r\nSET\r\n$255\r\n"[..]);
+        buf.extend_from_slice(&[b'k'; 255]);
+        buf.extend_from_slice(b"\r\n$8388608\r\n");
+        assert_eq!(p.parse(&mut buf), Ok(None));
+        buf.extend_from_slice(&vec![0; MAX_ARG]);
+        buf.extend_from_slice(b"\r\n$10\r\n1600000000\r\n");
+        assert_eq!(p.parse(&mut buf).unwrap().unwrap().len(), 4);
+        // 1024 arguments of 8 MiB are refused at the second header, before
+        // any payload is buffered.
+        let mut p = Parser::new();
+        let mut buf = BytesMut::from(&b"*1024\r\n$8388608\r\n"[..]);
+        assert_eq!(p.parse(&mut buf), Ok(None));
+        buf.extend_from_slice(&vec![0; MAX_ARG]);
+        buf.extend_from_slice(b"\r\n$8388608\r\n");
+        assert_eq!(p.parse(&mut buf), Err(WireError::RequestTooBig));
+        // The count starts again with the next request.
+        let mut p = Parser::new();
+        for _ in 0..3 {
+            let mut buf = BytesMut::from(&b"*1\r\n$8388608\r\n"[..]);
+            buf.extend_from_slice(&vec![0; MAX_ARG]);
+            buf.extend_from_slice(b"\r\n");
+            assert_eq!(p.parse(&mut buf).unwrap().unwrap()[0].len(), MAX_ARG);
+        }
     }
 
     #[test]
@@ -422,5 +506,48 @@ mod tests {
         let all: Vec<u8> = segs.into_iter().flat_map(|b| b.to_vec()).collect();
         assert_eq!(&all[..7], b"+PONG\r\n");
         assert!(all.ends_with(b"x\r\n$-1\r\n"));
+    }
+
+    /// The seeds of the `resp_request` fuzz target (`fuzz/seeds/`): the
+    /// first byte is how the fuzzer cuts the rest into reads. Rewrite with
+    /// `ZOSFS_WRITE_FUZZ_SEEDS=1 cargo test --release -p zosfs-store --lib fuzz_seeds`.
+    #[test]
+    fn fuzz_seeds_are_valid_inputs() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/resp_request");
+        let mut pipelined = vec![3u8];
+        pipelined.extend_from_slice(
+            b"*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nv\r\n\0\n\r\n",
+        );
+        pipelined.extend_from_slice(b"*4\r\n$4\r\nMGET\r\n$1\r\nk\r\n$1\r\nk\r\n$1\r\nx\r\n");
+        let mut too_big = vec![0u8];
+        too_big.extend_from_slice(b"*1024\r\n$8388608\r\n");
+        let mut bad = vec![1u8];
+        bad.extend_from_slice(b"*2\r\n$3\r\nGET\r\n:5\r\n");
+        let seeds: [(&str, Vec<u8>, usize, Option<WireError>); 3] = [
+            ("pipelined", pipelined, 3, None),
+            ("announced_too_big", too_big, 0, None),
+            ("not_bulk", bad, 0, Some(WireError::NotBulk)),
+        ];
+        for (name, bytes, requests, err) in seeds {
+            let path = dir.join(name);
+            if std::env::var_os("ZOSFS_WRITE_FUZZ_SEEDS").is_some() {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            let seed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(seed, bytes, "{name}: stale seed (see the doc comment)");
+            let mut p = Parser::new();
+            let mut buf = BytesMut::from(&seed[1..]);
+            let mut got = 0;
+            let end = loop {
+                match p.parse(&mut buf) {
+                    Ok(Some(_)) => got += 1,
+                    Ok(None) => break None,
+                    Err(e) => break Some(e),
+                }
+            };
+            assert_eq!((got, end), (requests, err), "{name}");
+        }
     }
 }

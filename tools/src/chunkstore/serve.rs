@@ -30,6 +30,16 @@ pub enum ModeArg {
 /// reached the page cache; journals and values are fsynced every --sync-time
 /// seconds and at shutdown, or before every reply with --sync. SIGTERM or SIGINT
 /// stops the server cleanly: it finishes running requests, syncs, exits 0.
+///
+/// Without an admin password every client is admin (0-db's behaviour), so
+/// the server refuses a non-loopback --listen address without one unless
+/// --insecure-no-auth is given. The `default` namespace is open to every
+/// client, as in 0-db, unless --protect. Limits against hostile clients:
+/// a request carries at most 8.5 MiB of arguments, replies are written out
+/// as they are produced, a request must arrive (and a reply be read) within
+/// --request-timeout, at most --max-connections clients are served, and a
+/// connection is closed after 3 wrong passwords (later attempts from the
+/// same address are spaced out, doubling per failure).
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// TCP address to listen on: HOST:PORT, or just PORT for 127.0.0.1:PORT.
@@ -44,12 +54,28 @@ pub struct ServeArgs {
     /// Prefer the environment variable: command lines are visible to all users.
     #[arg(long, env = "CHUNKSTORE_ADMIN", hide_env_values = true, value_name = "PASSWORD")]
     pub admin: Option<String>,
+    /// Read the admin password from this file (its first line), so it is
+    /// neither in the command line nor in the environment.
+    #[arg(long, value_name = "PATH", conflicts_with = "admin")]
+    pub admin_file: Option<PathBuf>,
+    /// Allow a non-loopback --listen address without an admin password
+    /// (every client is then admin); a warning is printed.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Clients served at once (TCP and unix socket together); more are
+    /// answered with an error and closed.
+    #[arg(long, default_value_t = zosfs_store::server::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: usize,
+    /// Seconds a request may take to arrive from its first byte, and a
+    /// reply may wait for the client to read it, before the connection is closed.
+    #[arg(long, default_value_t = zosfs_store::server::DEFAULT_REQUEST_TIMEOUT.as_secs(), value_name = "SECS")]
+    pub request_timeout: u64,
     /// Key mode of the namespaces.
     #[arg(long, value_enum, default_value_t = ModeArg::Mixed)]
     pub mode: ModeArg,
     /// Protect the `default` namespace with the admin password: clients
     /// start on it read-only until `SELECT default <password>` (needs --admin).
-    #[arg(long, requires = "admin")]
+    #[arg(long)]
     pub protect: bool,
     /// Data directory: namespace journals, and values unless --values is given.
     #[arg(long, value_name = "DIR")]
@@ -83,9 +109,30 @@ fn parse_listen(s: &str) -> Result<SocketAddr> {
         .with_context(|| format!("--listen {s:?}: resolves to no address"))
 }
 
+/// The first line of an --admin-file.
+fn read_admin_file(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--admin-file {}", path.display()))?;
+    let pw = text.lines().next().unwrap_or("").to_string();
+    if pw.is_empty() {
+        bail!("--admin-file {}: the first line (the password) is empty", path.display());
+    }
+    Ok(pw)
+}
+
 fn config(a: ServeArgs) -> Result<ServerConfig> {
     if a.sync_time == 0 {
         bail!("--sync-time must be at least 1 second");
+    }
+    if a.request_timeout == 0 {
+        bail!("--request-timeout must be at least 1 second");
+    }
+    let admin = match (&a.admin_file, a.admin) {
+        (Some(path), _) => Some(read_admin_file(path)?),
+        (None, admin) => admin,
+    };
+    if a.protect && admin.is_none() {
+        bail!("--protect needs an admin password (--admin-file, CHUNKSTORE_ADMIN or --admin)");
     }
     let values = match &a.values {
         Some(u) => Some(StoreUrl::parse(u)?),
@@ -100,10 +147,13 @@ fn config(a: ServeArgs) -> Result<ServerConfig> {
         ModeArg::Seq => ServerMode::Sequential,
         ModeArg::Mixed => ServerMode::Mixed,
     };
-    cfg.admin = a.admin.map(Password::new);
+    cfg.admin = admin.map(Password::new);
     cfg.protect = a.protect;
     cfg.sync_writes = a.sync;
     cfg.sync_interval = Duration::from_secs(a.sync_time);
+    cfg.max_connections = a.max_connections;
+    cfg.request_timeout = Duration::from_secs(a.request_timeout);
+    cfg.insecure_no_auth = a.insecure_no_auth;
     Ok(cfg)
 }
 

@@ -3,9 +3,9 @@
 
 use bytes::Bytes;
 
-use super::{Request, Session, Shared, admin_only, atoll, msg, validate};
+use super::{After, Request, Session, Shared, admin_only, atoll, msg, validate};
 use crate::server::ns::{Entry, MAX_KEY, Namespace, ReadError, SetOutcome, SetRequest, WriteError};
-use crate::server::wire::ReplyBuf;
+use crate::server::wire::{Drain, ReplyBuf};
 
 /// Entries per SCAN reply (0-db returns what it reads in 2 ms).
 const SCAN_BATCH: usize = 1024;
@@ -127,22 +127,34 @@ async fn get_one(ns: &Namespace, key: &[u8], out: &mut ReplyBuf) {
     }
 }
 
-pub async fn mget(se: &Session, req: &Request<'_>, out: &mut ReplyBuf) {
+/// MGET key...: the values go out as they are read (the same key asked
+/// a thousand times must not make a reply of a thousand values in memory).
+pub async fn mget(
+    se: &Session,
+    req: &Request<'_>,
+    out: &mut ReplyBuf,
+    drain: &mut dyn Drain,
+) -> After {
     if req.argc() < 2 {
         out.error("Invalid arguments");
-        return;
+        return After::Continue;
     }
     if req.args[1..].iter().any(|k| k.len() > MAX_KEY) {
         out.error(msg::INVALID_KEY);
-        return;
+        return After::Continue;
     }
     if let Err(e) = se.ns.readable() {
-        return read_error(e, out);
+        read_error(e, out);
+        return After::Continue;
     }
     out.array(req.argc() - 1);
     for key in &req.args[1..] {
         get_one(&se.ns, key, out).await;
+        if out.is_full() && drain.drain(out).await.is_err() {
+            return After::Close;
+        }
     }
+    After::Continue
 }
 
 pub async fn del(sh: &Shared, se: &Session, req: &Request<'_>, out: &mut ReplyBuf) {

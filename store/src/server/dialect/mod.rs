@@ -6,7 +6,9 @@
 mod data;
 mod namespace;
 mod system;
+pub mod throttle;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +17,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::ns::{Mode, Namespace, Namespaces, Password};
-use super::wire::ReplyBuf;
+use super::wire::{Drain, ReplyBuf};
+use throttle::{AuthThrottle, MAX_FAILURES_PER_CONN};
 
 /// How namespaces pick their mode (`--mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -79,6 +82,7 @@ pub struct Shared {
     pub stats: Stats,
     pub boot: SystemTime,
     pub instance_id: u32,
+    pub auth_throttle: AuthThrottle,
 }
 
 impl Shared {
@@ -89,6 +93,7 @@ impl Shared {
             stats: Stats::default(),
             boot: SystemTime::now(),
             instance_id: rand::random(),
+            auth_throttle: AuthThrottle::default(),
         }
     }
 
@@ -101,14 +106,17 @@ impl Shared {
         ns.settings().password
     }
 
-    /// A fresh session on `default`.
-    pub fn session(&self) -> Session {
+    /// A fresh session on `default` for a client at `peer` (None: unix
+    /// socket). Without `--admin` every client is admin, as in 0-db.
+    pub fn session(&self, peer: Option<IpAddr>) -> Session {
         bump(&self.stats.clients);
         Session {
             ns: self.namespaces.default_ns(),
             writable: !self.cfg.protect,
             admin: self.cfg.admin.is_none(),
             nonce: None,
+            peer,
+            auth_failures: 0,
         }
     }
 }
@@ -122,6 +130,10 @@ pub struct Session {
     pub admin: bool,
     /// Nonce of the last `AUTH SECURE CHALLENGE`.
     pub nonce: Option<String>,
+    /// The client's address, for the AUTH throttle.
+    pub peer: Option<IpAddr>,
+    /// Wrong passwords sent on this connection (AUTH or SELECT).
+    pub auth_failures: u32,
 }
 
 /// What the connection does after a reply.
@@ -314,8 +326,24 @@ pub(crate) fn atoll(b: &[u8]) -> i64 {
     if neg { -v } else { v }
 }
 
-/// Run one request and queue its reply.
-pub async fn execute(sh: &Shared, se: &mut Session, args: &[Bytes], out: &mut ReplyBuf) -> After {
+/// Whether a request checks a password (throttled after failures).
+fn checks_password(cmd: Cmd, req: &Request) -> bool {
+    match cmd {
+        Cmd::Auth => !(req.argc() == 3 && abbreviates(req.arg(2), "CHALLENGE")),
+        Cmd::Select => req.argc() >= 3,
+        _ => false,
+    }
+}
+
+/// Run one request and queue its reply; replies too long to hold whole
+/// are handed to `drain` as they are produced.
+pub async fn execute(
+    sh: &Shared,
+    se: &mut Session,
+    args: &[Bytes],
+    out: &mut ReplyBuf,
+    drain: &mut dyn Drain,
+) -> After {
     // A connection whose namespace NSDEL removed is told so and dropped,
     // whatever it asked.
     if se.ns.is_removed() {
@@ -329,6 +357,10 @@ pub async fn execute(sh: &Shared, se: &mut Session, args: &[Bytes], out: &mut Re
         return After::Continue;
     };
     bump(&sh.stats.commands_valid);
+    let failures = se.auth_failures;
+    if checks_password(cmd, &req) {
+        sh.auth_throttle.admit(se.peer).await;
+    }
     match cmd {
         Cmd::Asterisk => out.error("This is not a valid command"),
         Cmd::Wait => system::wait(&req, out),
@@ -349,7 +381,7 @@ pub async fn execute(sh: &Shared, se: &mut Session, args: &[Bytes], out: &mut Re
         Cmd::Data => system::data(sh, se, &req, out),
         Cmd::Set => data::set(sh, se, &req, out).await,
         Cmd::Get => data::get(se, &req, out).await,
-        Cmd::MGet => data::mget(se, &req, out).await,
+        Cmd::MGet => return data::mget(se, &req, out, drain).await,
         Cmd::Del => data::del(sh, se, &req, out).await,
         Cmd::Exists => data::exists(se, &req, out),
         Cmd::Check => data::check(se, &req, out).await,
@@ -377,6 +409,13 @@ pub async fn execute(sh: &Shared, se: &mut Session, args: &[Bytes], out: &mut Re
         Cmd::Select => namespace::select(sh, se, &req, out),
         Cmd::Reload => namespace::reload(sh, se, &req, out),
         Cmd::Flush => namespace::flush(sh, se, out),
+    }
+    if se.auth_failures > failures {
+        sh.auth_throttle.failed(se.peer);
+        if se.auth_failures >= MAX_FAILURES_PER_CONN {
+            tracing::info!("closing a connection after {} wrong passwords", se.auth_failures);
+            return After::Close;
+        }
     }
     After::Continue
 }

@@ -32,6 +32,12 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A wrong password: counted for the throttle (see `super::throttle`).
+fn denied(se: &mut Session, out: &mut ReplyBuf) {
+    se.auth_failures += 1;
+    out.error(msg::ACCESS_DENIED);
+}
+
 fn ns_name_too_long(req: &Request, out: &mut ReplyBuf) -> bool {
     if req.arg(1).len() > MAX_NAME {
         out.error(msg::NS_TOO_LONG);
@@ -63,7 +69,7 @@ fn auth_plain(sh: &Shared, se: &mut Session, req: &Request, out: &mut ReplyBuf) 
         se.admin = true;
         out.status("OK");
     } else {
-        out.error(msg::ACCESS_DENIED);
+        denied(se, out);
     }
 }
 
@@ -96,7 +102,7 @@ fn auth_secure(sh: &Shared, se: &mut Session, req: &Request, out: &mut ReplyBuf)
         se.admin = true;
         out.status("OK");
     } else {
-        out.error(msg::ACCESS_DENIED);
+        denied(se, out);
     }
     // Any attempt with a full-length hash uses the nonce up.
     se.nonce = None;
@@ -127,7 +133,7 @@ pub fn select(sh: &Shared, se: &mut Session, req: &Request, out: &mut ReplyBuf) 
                 return out.error("Password too long");
             }
             if !same(req.arg(2), password.expose()) {
-                return out.error(msg::ACCESS_DENIED);
+                return denied(se, out);
             }
         } else {
             if !abbreviates(req.arg(2), "SECURE") {
@@ -141,7 +147,7 @@ pub fn select(sh: &Shared, se: &mut Session, req: &Request, out: &mut ReplyBuf) 
             }
             // SELECT never uses the nonce up.
             if !same(req.arg(3), secure_hash(nonce, password.expose()).as_bytes()) {
-                return out.error(msg::ACCESS_DENIED);
+                return denied(se, out);
             }
         }
     }

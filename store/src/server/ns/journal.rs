@@ -6,9 +6,13 @@
 //! payload = tag: u8 | fields (little-endian integers, u8-length-prefixed bytes)
 //! ```
 //!
-//! The first record is always `Create`. A frame that is short or fails its
-//! CRC ends the journal: everything after it is a torn tail from a crash
-//! and is cut off when the journal is opened for writing.
+//! The first record is always `Create`. A bad frame (short, failing its
+//! CRC, or not decoding) with no valid frame anywhere after it is a torn
+//! tail from a crash and is cut off when the journal is opened for
+//! writing. A bad frame with a valid frame after it is damage in the
+//! middle (a crash only ever tears the end): the journal is refused with
+//! the file and offset named, and nothing is cut, so the records after
+//! the damage and the values they name stay for an operator to recover.
 //!
 //! Values are not in the journal: `Set` names the blob id under which the
 //! value lives in the value store.
@@ -194,35 +198,57 @@ pub struct Replay {
     pub file_len: u64,
 }
 
+/// The valid frame starting at `off`, if one does, and its length.
+fn frame_at(data: &[u8], off: usize) -> Option<(Record, usize)> {
+    let head = data.get(off..off + 8)?;
+    let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+    let crc = u32::from_le_bytes(head[4..].try_into().unwrap());
+    if len == 0 || len > MAX_FRAME {
+        return None;
+    }
+    let payload = data.get(off + 8..off + 8 + len)?;
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    Some((Record::decode_payload(payload)?, 8 + len))
+}
+
 /// Decode every valid frame of `data`, stopping at the first bad one.
 pub fn decode_all(data: &[u8]) -> Replay {
     let mut records = Vec::new();
     let mut off = 0usize;
-    while data.len() - off >= 8 {
-        let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap());
-        if len == 0 || len > MAX_FRAME || data.len() - off - 8 < len {
-            break;
-        }
-        let payload = &data[off + 8..off + 8 + len];
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        let Some(rec) = Record::decode_payload(payload) else { break };
+    while let Some((rec, len)) = frame_at(data, off) {
         records.push(rec);
-        off += 8 + len;
+        off += len;
     }
     Replay { records, valid_len: off as u64, file_len: data.len() as u64 }
 }
 
-/// Read and decode a journal file.
+/// The offset of the first valid frame after a bad one at `bad`, if any:
+/// a frame is searched for at every byte, as the bad frame's length
+/// cannot be trusted.
+pub fn next_valid_frame(data: &[u8], bad: usize) -> Option<usize> {
+    (bad + 1..data.len().saturating_sub(8)).find(|&off| frame_at(data, off).is_some())
+}
+
+/// Read and decode a journal file; refuse one damaged in the middle.
 pub fn read(path: &Path) -> Result<Replay> {
     let data = std::fs::read(path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
     let replay = decode_all(&data);
-    match replay.records.first() {
-        Some(Record::Create { .. }) => Ok(replay),
-        _ => Err(corrupt(format!("{}: not a namespace journal", path.display()))),
+    if !matches!(replay.records.first(), Some(Record::Create { .. })) {
+        return Err(corrupt(format!("{}: not a namespace journal", path.display())));
     }
+    let bad = replay.valid_len as usize;
+    if let Some(next) = next_valid_frame(&data, bad) {
+        return Err(corrupt(format!(
+            "{}: damaged record at byte offset {bad}, followed by valid records from byte \
+             offset {next}: this is not a torn tail, refusing to cut the records after it \
+             (keep a copy of the file; truncating it to {bad} bytes drops every write after \
+             the damage)",
+            path.display()
+        )));
+    }
+    Ok(replay)
 }
 
 /// fsync a directory so a rename or create inside it is durable.
@@ -370,12 +396,35 @@ mod tests {
             assert!(replay.valid_len as usize <= cut);
             assert!(replay.records.len() < sample().len());
         }
-        // A flipped bit in the second frame keeps only the first.
+        // A flipped bit in the second frame stops decoding after the first,
+        // and the frames behind it are found.
         let mut bad = buf.clone();
         bad[one.len() + 9] ^= 0x40;
         let replay = decode_all(&bad);
         assert_eq!(replay.records.len(), 1);
         assert_eq!(replay.valid_len as usize, one.len());
+        assert!(next_valid_frame(&bad, one.len()).is_some());
+        // A torn last frame has nothing valid behind it.
+        assert_eq!(
+            next_valid_frame(&buf[..full - 3], decode_all(&buf[..full - 3]).valid_len as usize),
+            None
+        );
+    }
+
+    #[test]
+    fn damage_in_the_middle_is_refused_and_nothing_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        write_new(&path, &sample()).unwrap();
+        let mut data = std::fs::read(&path).unwrap();
+        let mid = data.len() / 2;
+        data[mid] ^= 0x01;
+        std::fs::write(&path, &data).unwrap();
+        let e = read(&path).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Corrupt);
+        let msg = e.to_string();
+        assert!(msg.contains(&path.display().to_string()) && msg.contains("offset"), "{msg}");
+        assert_eq!(std::fs::read(&path).unwrap(), data, "the file is left as it was");
     }
 
     #[test]
