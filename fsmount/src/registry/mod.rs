@@ -464,6 +464,7 @@ impl Node {
                 Err(e) => tracing::warn!("skip: {e}"),
             }
         }
+        crate::state::remove_dead_temps(&self.servers_dir())?;
         out.sort_by(|a, b| a.cache.cmp(&b.cache).then(a.pid.cmp(&b.pid)));
         Ok(out)
     }

@@ -224,6 +224,33 @@ pub fn mountpoint_spellings(mountpoint: &Path) -> Vec<PathBuf> {
 }
 
 /// Write a TOML file atomically (temp file, fsync, rename).
+/// Remove the temp files [`write_toml`] left in `dir` when its writer was
+/// killed between create and rename (`NAME.tmpPID` of a dead pid). A live
+/// pid's temp file is its write in progress and stays.
+pub(crate) fn remove_dead_temps(dir: &Path) -> Result<()> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.rsplit_once(".tmp")).map(|(_, p)| p) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if !sys::pid_alive(pid) {
+            match std::fs::remove_file(e.path()) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(format!("remove {}", e.path().display()), err));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn write_toml<T: Serialize>(path: &Path, value: &T, what: &str) -> Result<()> {
     let text = toml::to_string(value).map_err(|e| {
         Error::with_source(
