@@ -19,5 +19,6 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/ /usr/local/bin/
 VOLUME ["/var/lib/zosfs", "/var/cache/zosfs"]
-ENTRYPOINT ["/usr/local/bin/fsmount"]
-CMD ["--help"]
+# No ENTRYPOINT: the command names the tool (`docker run … zosfs fsmount …`,
+# `… zosfs nbdserver …`, `… zosfs chunkstore own …`), as the README shows.
+CMD ["fsmount", "--help"]
