@@ -128,6 +128,16 @@ fn write_seeds(tmp: &Path) {
     let db = tmp.join(zerofs::archive::DB_NAME);
     zerofs::archive::extract_db(&zfs, &db).unwrap();
     put("flist_zerofs", "rows", &zerofs_rows(&db));
+    // A tar stream of the same tree.
+    put("tar_pack", "small.tar", &tar_of(&src));
+}
+
+/// The tree as a tar stream (what `tar -C root -c .` writes).
+fn tar_of(root: &Path) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", root).unwrap();
+    b.into_inner().unwrap()
 }
 
 #[test]
@@ -157,4 +167,16 @@ fn fuzz_seeds_are_valid_inputs() {
     assert!(rows.len() > 100, "the rows seed holds the records");
     let (_, recs) = seed("flist_native_records", "small");
     assert!(recs.len() > 30, "the native records seed holds records");
+    let (_, tar) = seed("tar_pack", "small.tar");
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let out = tmp.path().join("tar.flist");
+    let opts = PackOptions {
+        chunking: crate::Chunking::Fixed { size: 64 << 10 },
+        ..PackOptions::default()
+    };
+    let source = Source::Tar(Box::new(std::io::Cursor::new(tar)));
+    let store = Arc::new(MemStore::new());
+    pack(source, store, rt.handle().clone(), &out, &opts, Arc::new(Counters::default())).unwrap();
+    assert_eq!(count(&crate::Flist::open_with(&out, &oo).unwrap()), 7);
 }
