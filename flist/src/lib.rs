@@ -18,6 +18,7 @@
 //!
 //! No FUSE and no NBD code lives here: fsmount and nbdserver build on it.
 
+pub mod codec;
 pub mod content;
 pub mod error;
 pub mod legacy;
@@ -34,7 +35,7 @@ pub mod unpack;
 #[cfg(test)]
 mod fuzz_seeds;
 
-pub use content::DataChunk;
+pub use codec::DataChunk;
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Chunking, Codec, DirEntry, Header, Ino, Inode, Kind, ROOT_INO, Xattr};
 pub use native::{FORMAT_VERSION, Flist, OpenOptions, Writer, write_single_file};
