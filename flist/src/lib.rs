@@ -9,6 +9,8 @@
 //! * [`native`] — the RocksDB format: [`Flist`] (reader), [`Writer`], the
 //!   `.flist` archive and its cache;
 //! * [`legacy`] — readers for rfs `.fl` and 0-fs `.flist` files;
+//! * [`codec`] — chunks of any format ([`DataChunk`]) and their codecs
+//!   (native, rfs, 0-fs): blob → plaintext, checked;
 //! * [`content`] — chunks of any format, fetched and decoded from a store;
 //!   [`stores`] — the stores of an flist, opened one way for every reader;
 //!   [`source`] — a file of an flist as the chunk source of a LazyFile
