@@ -1,79 +1,14 @@
-//! File contents: the chunks a file is made of, fetched from a chunk store
-//! and decoded. Every format's chunk kind lives here so readers of any
-//! format share `cat`, `unpack` and `verify`.
+//! File contents: the chunks a file is made of ([`DataChunk`], defined in
+//! [`crate::codec`]), fetched from a chunk store and decoded, so readers
+//! of any format share `cat`, `unpack` and `verify`.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
-use zosfs_store::{ChunkId, ChunkRef, ChunkStore};
+use zosfs_store::{ChunkId, ChunkStore};
 
+pub use crate::codec::DataChunk;
 use crate::error::{Error, ErrorKind, Result};
-
-/// One chunk of a file, in the codec of the flist it came from.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum DataChunk {
-    /// Native zosfs chunk (ZCK1 codec).
-    Zck1(ChunkRef),
-    /// rfs `.fl` block: id = BLAKE2b-256(blob), key = BLAKE2b-256(plain).
-    Rfs { id: [u8; 32], key: [u8; 32], len: u32 },
-    /// 0-fs `.flist` block: BLAKE2b-128 (or -256) id and key, snappy, XXTEA.
-    ZeroFs(crate::legacy::zerofs::Block),
-}
-
-impl DataChunk {
-    /// The id a store keeps the blob under.
-    pub fn store_id(&self) -> ChunkId {
-        match self {
-            DataChunk::Zck1(c) => c.id,
-            DataChunk::Rfs { id, .. } => ChunkId(*id),
-            DataChunk::ZeroFs(b) => b.store_id(),
-        }
-    }
-
-    /// Plaintext bytes of this chunk.
-    pub fn len(&self) -> u64 {
-        match self {
-            DataChunk::Zck1(c) => u64::from(c.len),
-            DataChunk::Rfs { len, .. } => u64::from(*len),
-            DataChunk::ZeroFs(b) => u64::from(b.len),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Decode a blob (already checked against its id by the router) into
-    /// plaintext, checking the plaintext hash and length.
-    pub fn decode(&self, blob: &[u8]) -> Result<Vec<u8>> {
-        let plain = match self {
-            DataChunk::Zck1(c) => zosfs_store::chunk::decode(blob, &c.key)
-                .map_err(|e| Error::with_source(ErrorKind::Store, format!("chunk {}", c.id), e))?,
-            DataChunk::Rfs { id, key, .. } => crate::legacy::rfs::decode_block(id, key, blob)?,
-            DataChunk::ZeroFs(b) => b.decode(blob)?,
-        };
-        if plain.len() as u64 != self.len() {
-            return Err(Error::new(
-                ErrorKind::Store,
-                format!(
-                    "chunk {}: {} plaintext bytes, the flist says {}",
-                    self.store_id(),
-                    plain.len(),
-                    self.len()
-                ),
-            ));
-        }
-        Ok(plain)
-    }
-
-    /// The native reference, if this is a native chunk.
-    pub fn as_native(&self) -> Option<&ChunkRef> {
-        match self {
-            DataChunk::Zck1(c) => Some(c),
-            _ => None,
-        }
-    }
-}
 
 /// Shared handle to the store chunks are read from.
 pub type Store = Arc<dyn ChunkStore>;

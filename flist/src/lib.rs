@@ -9,6 +9,8 @@
 //! * [`native`] — the RocksDB format: [`Flist`] (reader), [`Writer`], the
 //!   `.flist` archive and its cache;
 //! * [`legacy`] — readers for rfs `.fl` and 0-fs `.flist` files;
+//! * [`codec`] — chunks of any format ([`DataChunk`]) and their codecs
+//!   (native, rfs, 0-fs): blob → plaintext, checked;
 //! * [`content`] — chunks of any format, fetched and decoded from a store;
 //!   [`stores`] — the stores of an flist, opened one way for every reader;
 //!   [`source`] — a file of an flist as the chunk source of a LazyFile
@@ -18,6 +20,7 @@
 //!
 //! No FUSE and no NBD code lives here: fsmount and nbdserver build on it.
 
+pub mod codec;
 pub mod content;
 pub mod error;
 pub mod legacy;
@@ -34,7 +37,7 @@ pub mod unpack;
 #[cfg(test)]
 mod fuzz_seeds;
 
-pub use content::DataChunk;
+pub use codec::DataChunk;
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Chunking, Codec, DirEntry, Header, Ino, Inode, Kind, ROOT_INO, Xattr};
 pub use native::{FORMAT_VERSION, Flist, OpenOptions, Writer, write_single_file};

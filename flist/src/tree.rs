@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use crate::content::DataChunk;
+use crate::codec::DataChunk;
 use crate::error::{Error, ErrorKind, Result, not_found};
 use crate::model::{DirEntry, Header, Ino, Inode, Kind, ROOT_INO, Xattr};
 use crate::names::{components, join, show};

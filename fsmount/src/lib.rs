@@ -9,6 +9,8 @@
 //!   state directory and cache, and what each serving process is doing;
 //! * [`lifecycle`] — one mount's life: set up and tear down (also after a
 //!   crash, from the [`state`] directory's records);
+//! * [`state`] — a state directory: mount records, volume mountpoints,
+//!   default pid and log files;
 //! * [`overlay`] — kernel overlayfs: FUSE lower + rw layer upper;
 //! * [`volume`] — the btrfs volume (image + loop, device, or directory),
 //!   one subvolume per rw layer, quotas and snapshots;
@@ -17,6 +19,8 @@
 //! * [`cache`] — the node cache: one LazyFile per file content, a byte
 //!   budget, the I/O runtime;
 //! * [`stats`] — counters, control socket, Prometheus endpoint;
+//! * [`node`] — the node's registry and run directories (paths only);
+//!   [`records`] — TOML records written atomically, private directories;
 //! * [`daemon`], [`sys`] — process plumbing and system-call wrappers.
 
 pub mod cache;
@@ -26,7 +30,9 @@ pub mod error;
 pub mod fuse;
 pub mod lifecycle;
 pub mod naming;
+pub mod node;
 pub mod overlay;
+pub mod records;
 pub mod registry;
 pub mod server;
 pub mod size;

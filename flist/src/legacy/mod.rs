@@ -34,20 +34,6 @@ pub enum Format {
     ZeroFsDb,
 }
 
-/// Largest plaintext a legacy chunk may claim (0-db's value limit).
-pub(crate) const MAX_PLAIN: usize = 8 << 20;
-
-/// Snappy-decompress a legacy chunk's plaintext, refusing claims over
-/// [`MAX_PLAIN`] before allocating; Err is the reason, for the caller's
-/// message.
-pub(crate) fn snappy_plain(compressed: &[u8]) -> std::result::Result<Vec<u8>, &'static str> {
-    let len = snap::raw::decompress_len(compressed).map_err(|_| "bad snappy header")?;
-    if len > MAX_PLAIN {
-        return Err("claims more than 8 MiB of plaintext");
-    }
-    snap::raw::Decoder::new().decompress_vec(compressed).map_err(|_| "snappy data is damaged")
-}
-
 /// Map a SQLite error of a legacy flist to a Corrupt error with `context`.
 pub(crate) fn sql(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
     let c = context.into();

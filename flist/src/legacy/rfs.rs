@@ -18,14 +18,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use aes_gcm::aead::{Aead, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
-use blake2::digest::consts::U32;
-use blake2::{Blake2b, Digest};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{bytes_of, open_untrusted, snappy_plain, sql};
-use crate::content::DataChunk;
+use super::{bytes_of, open_untrusted, sql};
+use crate::codec::DataChunk;
+pub use crate::codec::rfs::{decode_block, encode_block};
 use crate::error::{Error, ErrorKind, Result, corrupt, not_found};
 use crate::model::{Chunking, Codec, DirEntry, Header, Ino, Inode, Kind};
 use crate::names::{check_name, show};
@@ -33,41 +30,6 @@ use crate::tree::Tree;
 
 /// Plaintext bytes per rfs block.
 pub const BLOCK_SIZE: u64 = 512 << 10;
-
-fn blake2b256(data: &[u8]) -> [u8; 32] {
-    Blake2b::<U32>::digest(data).into()
-}
-
-/// Encode one block the rfs way: (id, key, blob).
-pub fn encode_block(plain: &[u8]) -> Result<([u8; 32], [u8; 32], Vec<u8>)> {
-    let key = blake2b256(plain);
-    let compressed = snap::raw::Encoder::new()
-        .compress_vec(plain)
-        .map_err(|e| Error::with_source(ErrorKind::InvalidInput, "snappy compress", e))?;
-    let cipher = Aes256Gcm::new(key.as_slice().into());
-    let blob = cipher
-        .encrypt(Nonce::from_slice(&key[..12]), compressed.as_slice())
-        .map_err(|_| Error::new(ErrorKind::Io, "AES-GCM encrypt failed"))?;
-    Ok((blake2b256(&blob), key, blob))
-}
-
-/// Check and decode one rfs block.
-pub fn decode_block(id: &[u8; 32], key: &[u8; 32], blob: &[u8]) -> Result<Vec<u8>> {
-    let bad =
-        |why: &str| Error::new(ErrorKind::Store, format!("rfs block {}: {why}", hex::encode(id)));
-    if &blake2b256(blob) != id {
-        return Err(bad("blob does not hash to its id (BLAKE2b-256)"));
-    }
-    let cipher = Aes256Gcm::new(key.as_slice().into());
-    let compressed = cipher
-        .decrypt(Nonce::from_slice(&key[..12]), blob)
-        .map_err(|_| bad("AES-GCM authentication failed (wrong key or damaged)"))?;
-    let plain = snappy_plain(&compressed).map_err(bad)?;
-    if &blake2b256(&plain) != key {
-        return Err(bad("plaintext does not hash to its key"));
-    }
-    Ok(plain)
-}
 
 /// An open rfs `.fl` file.
 pub struct RfsFlist {
@@ -455,18 +417,6 @@ pub fn write_fl(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn block_codec_round_trip_and_damage() {
-        let plain = b"rfs block ".repeat(1000);
-        let (id, key, blob) = encode_block(&plain).unwrap();
-        assert_eq!(decode_block(&id, &key, &blob).unwrap(), plain);
-        let mut bad = blob.clone();
-        bad[3] ^= 1;
-        assert!(decode_block(&id, &key, &bad).is_err());
-        let (_, other_key, _) = encode_block(b"x").unwrap();
-        assert!(decode_block(&id, &other_key, &blob).is_err());
-    }
 
     /// An rfs flist whose `table` is replaced by a view over a copy.
     fn with_view(tmp: &Path, table: &str) -> std::path::PathBuf {

@@ -8,7 +8,7 @@ use zosfs_store::ChunkRef;
 
 use super::keys::*;
 use super::{FORMAT_VERSION, archive, codec, db_options, rocks_err};
-use crate::content::DataChunk;
+use crate::codec::DataChunk;
 use crate::error::{Error, ErrorKind, Result, corrupt, not_found};
 use crate::model::{DirEntry, Header, Ino, Inode, Kind};
 use crate::names::{check_name, show};

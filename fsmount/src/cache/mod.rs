@@ -35,7 +35,7 @@ use source::FlistSource;
 use zosfs_flist::source::{FileChunks, content_id};
 
 use crate::error::{Error, ErrorKind, Result, flist_err};
-use crate::state::{private_dir, private_root};
+use crate::records::{private_dir, private_root};
 use crate::stats::Counters;
 
 /// Contents `CACHE/contents/<hex>` and unpacked flists `CACHE/flists`.

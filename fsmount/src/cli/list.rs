@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::{Ctx, MountFlags};
+use crate::records::now_secs;
 use crate::registry::Phase;
 use crate::server::client;
 use crate::size::format_size;
-use crate::state::now_secs;
 
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {

@@ -12,11 +12,12 @@ use crate::daemon::{self, Readiness};
 use crate::fuse::FuseOptions;
 use crate::lifecycle::MountSpec;
 use crate::naming::path_id;
+use crate::records::fsmount_alive;
 use crate::registry::Phase;
 use crate::server::protocol::{Answer, Request};
 use crate::server::{Event, Server, ServerOptions, client};
 use crate::size::parse_size;
-use crate::state::{StateDir, fsmount_alive};
+use crate::state::StateDir;
 use crate::stats::http;
 use crate::volume::{DEFAULT_IMAGE_SIZE, VolumeSpec};
 
@@ -39,7 +40,7 @@ pub struct VolumeArgs {
 impl VolumeArgs {
     pub fn spec(&self, state: &StateDir) -> Result<VolumeSpec> {
         let size = if self.volume_size == 0 { DEFAULT_IMAGE_SIZE } else { self.volume_size };
-        Ok(VolumeSpec::resolve(self.volume.as_deref(), size, state)?)
+        Ok(VolumeSpec::resolve(self.volume.as_deref(), size, &state.default_image())?)
     }
 }
 

@@ -30,7 +30,7 @@ pub fn run(a: RmArgs, ctx: &Ctx) -> Result<ExitCode> {
     }) {
         bail!("rw layer {:?} is mounted at {}; unmount it first", a.name, r.mountpoint.display());
     }
-    let vol = Volume::acquire(&spec, &state)?;
+    let vol = Volume::acquire(&spec, &state.volumes_dir())?;
     let res = vol.remove_rw(&a.name);
     release_volume_if_unused(&state, &spec)?;
     match &res {

@@ -29,7 +29,7 @@ pub fn run(a: SnapshotArgs, ctx: &Ctx) -> Result<ExitCode> {
     let (state, spec) = layer_home(ctx, &a.name, &a.volume)?;
     crate::naming::check_rw_name(&a.snap)?;
     let _lock = state.lock()?;
-    let vol = Volume::acquire(&spec, &state)?;
+    let vol = Volume::acquire(&spec, &state.volumes_dir())?;
     let res = vol.snapshot(&a.name, &a.snap, a.readonly);
     release_volume_if_unused(&state, &spec)?;
     let path = res?;

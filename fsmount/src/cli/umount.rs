@@ -14,9 +14,10 @@ use anyhow::{Result, bail};
 
 use super::{Ctx, MountFlags};
 use crate::lifecycle::teardown;
+use crate::records::fsmount_alive;
 use crate::server::client;
 use crate::server::protocol::{Answer, Request};
-use crate::state::{StateDir, fsmount_alive};
+use crate::state::StateDir;
 use crate::sys;
 
 #[derive(clap::Args, Debug)]

@@ -15,8 +15,9 @@ use crate::error::{Error, ErrorKind, Result, invalid};
 use crate::fuse::session::{FuseMount, FuseView, mount_fuse};
 use crate::fuse::{FuseFs, FuseOptions};
 use crate::overlay::mount_overlay;
+use crate::records::{FORMAT_VERSION, now_secs, private_dir};
 use crate::registry::MountEntry;
-use crate::state::{FORMAT_VERSION, MountRecord, StateDir, now_secs, private_dir};
+use crate::state::{MountRecord, StateDir};
 use crate::stats::{Counters, Snapshot};
 use crate::tree::Tree;
 use crate::volume::{RwLayer, Volume, VolumeSpec, match_root_attrs};
@@ -205,7 +206,7 @@ fn open_layer(state: &StateDir, spec: &MountSpec) -> Result<Option<RwLayer>> {
                     format!("rw layer {name:?} is already mounted at {}", r.mountpoint.display()),
                 ));
             }
-            let vol = Volume::acquire(vol_spec, state)?;
+            let vol = Volume::acquire(vol_spec, &state.volumes_dir())?;
             match vol.open_rw(name, !spec.read_only, spec.quota) {
                 Ok(l) => {
                     // Where `fsmount rm NAME` / `snapshot NAME` find it.

@@ -62,7 +62,7 @@ pub fn teardown(state: &StateDir, rec: &MountRecord, lazy: bool) -> Result<()> {
 pub fn release_volume_if_unused(state: &StateDir, vol: &crate::volume::VolumeSpec) -> Result<()> {
     let used = state.records()?.iter().any(|r| r.volume.as_ref().is_some_and(|v| v.same_as(vol)));
     if !used {
-        Volume::release(vol, state)?;
+        Volume::release(vol, &state.volumes_dir())?;
     }
     Ok(())
 }

@@ -19,8 +19,9 @@
 //! reboot on purpose: the mounts they point at are then listed as dead
 //! (and `fsmount umount` cleans them) instead of being forgotten.
 //!
-//! Every directory here is 0700 and owned by us; sockets check their
-//! peer's uid. Lock order: a state directory's lock before the registry's.
+//! [`Node`] (defined in [`crate::node`]) names the two directories; its
+//! registry operations are here. Every directory here is 0700 and owned
+//! by us; sockets check their peer's uid. Lock order: a state directory's lock before the registry's.
 
 use std::path::{Path, PathBuf};
 
@@ -28,24 +29,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::naming::{path_id, server_id};
-use crate::state::{
-    FORMAT_VERSION, MountRecord, StateDir, fsmount_alive, mountpoint_spellings, private_dir,
-    read_toml, remove_file, write_toml,
+pub use crate::node::{DEFAULT_REGISTRY_DIR, DEFAULT_RUN_DIR, Node};
+use crate::records::{
+    FORMAT_VERSION, fsmount_alive, private_dir, read_toml, remove_dead_temps, remove_file,
+    write_toml,
 };
+use crate::state::{MountRecord, StateDir, mountpoint_spellings};
 use crate::sys::FileLock;
 use crate::volume::VolumeSpec;
-
-/// Default registry directory (persistent).
-pub const DEFAULT_REGISTRY_DIR: &str = "/var/lib/zosfs/registry";
-/// Default run directory (runtime: sockets, server status).
-pub const DEFAULT_RUN_DIR: &str = "/run/zosfs";
-
-/// Where this node keeps its registry and its runtime files.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Node {
-    registry: PathBuf,
-    run: PathBuf,
-}
 
 /// `mounts/<mp-id>.toml`: where the record of a mountpoint is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,41 +110,17 @@ pub enum Resolved {
     Stale,
 }
 
-fn absolute(p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        return p.to_path_buf();
-    }
-    std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
-}
-
 impl Node {
-    pub fn new(registry: &Path, run: &Path) -> Node {
-        Node { registry: absolute(registry), run: absolute(run) }
-    }
-
-    pub fn registry_dir(&self) -> &Path {
-        &self.registry
-    }
-
-    pub fn run_dir(&self) -> &Path {
-        &self.run
-    }
-
     fn mounts_dir(&self) -> PathBuf {
-        self.registry.join("mounts")
+        self.registry_dir().join("mounts")
     }
 
     fn layers_dir(&self) -> PathBuf {
-        self.registry.join("layers")
-    }
-
-    /// Sockets and status files of serving processes.
-    pub fn servers_dir(&self) -> PathBuf {
-        self.run.join("servers")
+        self.registry_dir().join("layers")
     }
 
     fn prepare_registry(&self) -> Result<()> {
-        for d in [self.registry.clone(), self.mounts_dir(), self.layers_dir()] {
+        for d in [self.registry_dir().to_path_buf(), self.mounts_dir(), self.layers_dir()] {
             private_dir(&d)?;
         }
         Ok(())
@@ -161,14 +128,14 @@ impl Node {
 
     /// Create the run directory (0700) for a server's socket and status.
     pub fn prepare_run(&self) -> Result<()> {
-        private_dir(&self.run)?;
+        private_dir(self.run_dir())?;
         private_dir(&self.servers_dir())
     }
 
     /// Serialise changes of registry entries between processes.
     pub fn lock(&self) -> Result<FileLock> {
         self.prepare_registry()?;
-        FileLock::exclusive(&self.registry.join("lock"))
+        FileLock::exclusive(&self.registry_dir().join("lock"))
     }
 
     // ---- mounts ----
@@ -312,7 +279,7 @@ impl Node {
                 format!(
                     "no fsmount mount at {} (looked in {looked}the node registry {}){extra}",
                     mountpoint.display(),
-                    self.registry.display()
+                    self.registry_dir().display()
                 ),
             )
         };
@@ -464,7 +431,7 @@ impl Node {
                 Err(e) => tracing::warn!("skip: {e}"),
             }
         }
-        crate::state::remove_dead_temps(&self.servers_dir())?;
+        remove_dead_temps(&self.servers_dir())?;
         out.sort_by(|a, b| a.cache.cmp(&b.cache).then(a.pid.cmp(&b.pid)));
         Ok(out)
     }
@@ -487,7 +454,7 @@ fn toml_files(dir: &Path) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::now_secs;
+    use crate::records::now_secs;
 
     fn node(dir: &Path) -> Node {
         Node::new(&dir.join("registry"), &dir.join("run"))

@@ -25,7 +25,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result, invalid};
 use crate::naming::{check_rw_name, path_id};
-use crate::state::StateDir;
 use crate::sys::{self, loopdev, mount};
 
 /// How fsmount mounts a volume's btrfs: the rw layers hold what containers
@@ -63,11 +62,11 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 }
 
 impl VolumeSpec {
-    /// From `--volume PATH` (None: the state directory's own image) and
-    /// `--volume-size`.
-    pub fn resolve(path: Option<&Path>, size: u64, state: &StateDir) -> Result<VolumeSpec> {
+    /// From `--volume PATH` (None: `default_image`, the state directory's
+    /// own image) and `--volume-size`.
+    pub fn resolve(path: Option<&Path>, size: u64, default_image: &Path) -> Result<VolumeSpec> {
         let Some(p) = path else {
-            return Ok(VolumeSpec::Image { path: state.default_image(), size });
+            return Ok(VolumeSpec::Image { path: default_image.to_path_buf(), size });
         };
         let p = absolute(p)?;
         match std::fs::metadata(&p) {
@@ -99,10 +98,10 @@ impl VolumeSpec {
     }
 
     /// Where fsmount mounts it (a directory volume is used in place).
-    pub fn mountpoint(&self, state: &StateDir) -> PathBuf {
+    pub fn mountpoint(&self, volumes_dir: &Path) -> PathBuf {
         match self {
             VolumeSpec::Directory { path } => path.clone(),
-            _ => state.volumes_dir().join(path_id(self.path())),
+            _ => volumes_dir.join(path_id(self.path())),
         }
     }
 }
@@ -129,8 +128,8 @@ pub struct RwLayer {
 impl Volume {
     /// Make the volume usable, provisioning whatever is missing.
     /// Call with the state lock held.
-    pub fn acquire(spec: &VolumeSpec, state: &StateDir) -> Result<Volume> {
-        let root = spec.mountpoint(state);
+    pub fn acquire(spec: &VolumeSpec, volumes_dir: &Path) -> Result<Volume> {
+        let root = spec.mountpoint(volumes_dir);
         match spec {
             VolumeSpec::Directory { path } => {
                 if sys::fs_type(path)? != sys::BTRFS_SUPER_MAGIC {
@@ -168,8 +167,8 @@ impl Volume {
 
     /// Unmount a volume fsmount mounted and detach its loop device.
     /// Call with the state lock held, only when no mount uses it.
-    pub fn release(spec: &VolumeSpec, state: &StateDir) -> Result<()> {
-        let root = spec.mountpoint(state);
+    pub fn release(spec: &VolumeSpec, volumes_dir: &Path) -> Result<()> {
+        let root = spec.mountpoint(volumes_dir);
         match spec {
             VolumeSpec::Directory { .. } => return Ok(()),
             VolumeSpec::Image { .. } | VolumeSpec::Device { .. } => {

@@ -13,21 +13,20 @@
 //! A `Dir` lists its entries (`Inode`: name, size, times, aclkey and a
 //! union of subdirectory key / file blocks / symlink target / special
 //! file); owners and modes live in shared `ACI` records; times are whole
-//! seconds. There are no hardlinks and no xattrs. Blocks: see [`chunk`].
+//! seconds. There are no hardlinks and no xattrs. Blocks: see
+//! [`crate::codec::zerofs`].
 //!
 //! Layers: [`archive`] (package), [`schema`] (capnp field layout over
-//! [`super::capnp`]), [`chunk`] + [`xxtea`] (block codec), [`reader`]
+//! [`super::capnp`]), [`reader`]
 //! (the [`crate::Tree`]), [`writer`] (fixtures), [`owners`] (names → ids).
 
 pub mod archive;
-pub mod chunk;
 mod owners;
 pub mod reader;
 pub mod schema;
 pub mod writer;
-pub mod xxtea;
 
-pub use chunk::{Block, Hash};
+pub use crate::codec::zerofs::{Block, Hash};
 pub use reader::ZeroFsFlist;
 pub use writer::{WriteOptions, write_flist};
 

@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::chunk::{Block, DEFAULT_BLOCK_SIZE, Hash};
 use super::owners::Owners;
 use super::schema::{
     AciRecord, Attrs, DirRecord, InodeRecord, SpecialKind, decode_aci, decode_dir,
 };
 use super::{archive, path_key};
-use crate::content::DataChunk;
+use crate::codec::DataChunk;
+use crate::codec::zerofs::{Block, DEFAULT_BLOCK_SIZE, Hash};
 use crate::error::{Error, ErrorKind, Result, corrupt, not_found};
 use crate::legacy::{bytes_of, object_type, open_untrusted, sql};
 use crate::model::{Chunking, Codec, DirEntry, Header, Ino, Inode, Kind, ROOT_INO};

@@ -11,7 +11,7 @@ use zosfs_store::backend::mem::MemStore;
 
 use super::schema::*;
 use super::*;
-use crate::content::DataChunk;
+use crate::codec::DataChunk;
 use crate::model::Kind;
 use crate::native::OpenOptions;
 use crate::tree::{Step, Tree, walk};

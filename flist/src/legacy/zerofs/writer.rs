@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, params};
 use zosfs_store::ChunkStore;
 
-use super::chunk::{DEFAULT_BLOCK_SIZE, encode_block};
 use super::schema::{AciRecord, Attrs, BlockRecord, DirRecord, InodeRecord, SpecialKind};
 use super::schema::{encode_aci, encode_dir};
 use super::{archive, hex_blake2b, path_key};
+use crate::codec::zerofs::{DEFAULT_BLOCK_SIZE, encode_block};
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::{join, path_bytes};
 
@@ -103,7 +103,7 @@ impl Ctx<'_> {
 }
 
 /// Write a 0-fs flist package describing directory `src` to `out`, and
-/// put its blocks into `store` (under [`super::chunk::Block::store_id`]).
+/// put its blocks into `store` (under [`crate::codec::zerofs::Block::store_id`]).
 pub fn write_flist(
     src: &Path,
     out: &Path,

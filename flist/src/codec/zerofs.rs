@@ -11,9 +11,8 @@ use blake2::Blake2bVar;
 use blake2::digest::{Update, VariableOutput};
 use zosfs_store::ChunkId;
 
-use super::xxtea;
+use super::{MAX_PLAIN, snappy_plain, xxtea};
 use crate::error::{Error, ErrorKind, Result};
-use crate::legacy::MAX_PLAIN;
 
 /// Plaintext bytes per block when the file record does not say.
 pub const DEFAULT_BLOCK_SIZE: u64 = 512 << 10;
@@ -90,7 +89,7 @@ impl Block {
         }
         let compressed = xxtea::decrypt(blob, self.key.as_slice())
             .map_err(|e| bad(&format!("{} (wrong key or damaged)", e.context())))?;
-        let plain = crate::legacy::snappy_plain(&compressed).map_err(bad)?;
+        let plain = snappy_plain(&compressed).map_err(bad)?;
         if self.key.of_same_len(&plain) != self.key {
             return Err(bad("plaintext does not hash to its key"));
         }
