@@ -99,3 +99,45 @@ fn a_down_hub_during_pack_is_queued_or_fails_the_quorum() -> Result<()> {
     );
     Ok(())
 }
+
+/// `flist verify` against a store that is down: one line naming the store
+/// as unreachable, no chunk called bad, its remaining checks skipped.
+#[test]
+fn verify_against_a_down_store_says_unreachable_not_bad() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src)?;
+    for i in 0..40u64 {
+        std::fs::write(src.join(format!("f{i}")), zosfs_tests::flist::noise(i, 4096))?;
+    }
+    let flist = tmp.path().join("t.flist");
+    let node = format!("local://{}", tmp.path().join("node").display());
+    let pack = Command::new(bin("flist"))
+        .args(["pack", "--no-progress", "-o"])
+        .arg(&flist)
+        .args(["--store", &node])
+        .arg(&src)
+        .env("ZOSFS_FLIST_CACHE", tmp.path().join("cache"))
+        .output()?;
+    ensure!(pack.status.success(), "pack: {}", String::from_utf8_lossy(&pack.stderr));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let hub = format!("zdb://127.0.0.1:{port}/images");
+
+    let out = Command::new(bin("flist"))
+        .args(["verify"])
+        .arg(&flist)
+        .args(["--store", &hub, "--jobs", "1"])
+        .env("ZOSFS_FLIST_CACHE", tmp.path().join("cache"))
+        .output()?;
+    let (text, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.code() == Some(1), "verify exited with {}: {err}", out.status);
+    let lines: Vec<&str> = text.lines().collect();
+    ensure!(lines.len() == 1, "one line for the down store, got:\n{text}");
+    ensure!(lines[0].starts_with(&format!("unreachable {hub}: ")), "{text}");
+    // Every chunk skipped once the store was found down: no check done.
+    ensure!(
+        err.contains(": 0 checks, ") && err.contains(" not done (store unreachable), 1 problem(s)"),
+        "summary: {err}"
+    );
+    Ok(())
+}

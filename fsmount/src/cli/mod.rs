@@ -62,7 +62,13 @@ pub struct MountFlags {
     #[arg(long, value_name = "DIR", env = "ZOSFS_CACHE")]
     pub cache: Option<PathBuf>,
     /// The chunk stores of the mount (accepted; not needed).
-    #[arg(long = "store", value_name = "URL", env = "ZOSFS_STORE", value_delimiter = ',')]
+    #[arg(
+        long = "store",
+        value_name = "URL",
+        env = "ZOSFS_STORE",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
     pub stores: Vec<String>,
 }
 

@@ -64,7 +64,13 @@ pub struct MountArgs {
     #[arg(long = "flist", value_name = "FLIST")]
     pub flists: Vec<PathBuf>,
     /// Chunk store URL (repeatable: replicas, routes).
-    #[arg(long = "store", value_name = "URL", env = "ZOSFS_STORE", value_delimiter = ',')]
+    #[arg(
+        long = "store",
+        value_name = "URL",
+        env = "ZOSFS_STORE",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
     pub stores: Vec<String>,
     /// Without --store: read chunks from the stores the flist records,
     /// network ones (zdb://, redis://) only. Off by default: an flist is

@@ -14,7 +14,7 @@ use super::stat::local_path;
 #[derive(clap::Args, Debug)]
 pub struct FsckArgs {
     /// The local store (local:///path).
-    #[arg(short, long = "store", env = "ZOSFS_STORE")]
+    #[arg(short, long = "store", env = "ZOSFS_STORE", hide_env_values = true)]
     pub store: String,
     /// Also check BLAKE3(blob) == id (content-addressed stores only; not
     /// for a 0-db server's store, which keeps values under other ids).

@@ -13,7 +13,7 @@ use super::stat::{human, local_path};
 #[derive(clap::Args, Debug)]
 pub struct GcArgs {
     /// The local store (local:///path).
-    #[arg(short, long = "store", env = "ZOSFS_STORE")]
+    #[arg(short, long = "store", env = "ZOSFS_STORE", hide_env_values = true)]
     pub store: String,
     /// I/O engine: auto, uring or sync.
     #[arg(long, default_value = "auto")]

@@ -37,7 +37,14 @@ pub struct Cli {
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
     /// Store URL (repeatable: writes go to every matching store).
-    #[arg(short, long = "store", env = "ZOSFS_STORE", value_delimiter = ',', required = true)]
+    #[arg(
+        short,
+        long = "store",
+        env = "ZOSFS_STORE",
+        hide_env_values = true,
+        value_delimiter = ',',
+        required = true
+    )]
     pub stores: Vec<String>,
     /// Stores that must take each write now, or the command fails. Default:
     /// one (the node store), the rest queued durably when unreachable

@@ -17,7 +17,14 @@ use zosfs_store::{OpenOptions, StoreStats, StoreUrl};
 #[derive(clap::Args, Debug)]
 pub struct StatArgs {
     /// Store URLs (each reported on its own).
-    #[arg(short, long = "store", env = "ZOSFS_STORE", value_delimiter = ',', required = true)]
+    #[arg(
+        short,
+        long = "store",
+        env = "ZOSFS_STORE",
+        hide_env_values = true,
+        value_delimiter = ',',
+        required = true
+    )]
     pub stores: Vec<String>,
     /// I/O engine for local stores: auto, uring or sync.
     #[arg(long, default_value = "auto")]

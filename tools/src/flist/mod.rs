@@ -69,7 +69,13 @@ pub enum Cmd {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ReadStoreArgs {
     /// Store URL (repeatable). Required unless --use-flist-routes.
-    #[arg(short, long = "store", env = "ZOSFS_STORE", value_delimiter = ',')]
+    #[arg(
+        short,
+        long = "store",
+        env = "ZOSFS_STORE",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
     pub stores: Vec<String>,
     /// Without --store: read chunks from the stores the flist records,
     /// network ones (zdb://, redis://) only. Off by default: an flist is

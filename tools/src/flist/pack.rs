@@ -20,7 +20,14 @@ pub struct PackArgs {
     #[arg(short, long)]
     pub output: PathBuf,
     /// Store URL to upload chunks to (repeatable: replicas / routes).
-    #[arg(short, long = "store", env = "ZOSFS_STORE", value_delimiter = ',', required = true)]
+    #[arg(
+        short,
+        long = "store",
+        env = "ZOSFS_STORE",
+        hide_env_values = true,
+        value_delimiter = ',',
+        required = true
+    )]
     pub stores: Vec<String>,
     /// Stores that must take each write now, or the command fails. Default:
     /// one (the node store), the rest queued durably when unreachable

@@ -27,7 +27,20 @@ pub struct VerifyArgs {
 enum Outcome {
     Ok,
     Missing,
+    /// The store answered with wrong bytes, or they do not decode.
     Bad(String),
+    /// The store could not be asked (down, timed out): says nothing about
+    /// the chunk. The store is then skipped for the chunks left.
+    Unreachable,
+    /// Not asked: its store was found unreachable before.
+    Skipped,
+}
+
+/// A store under check; `down` holds why it was found unreachable.
+struct Target {
+    url: String,
+    store: Arc<dyn ChunkStore>,
+    down: std::sync::OnceLock<String>,
 }
 
 pub fn run(ctx: &Ctx, a: VerifyArgs) -> Result<ExitCode> {
@@ -44,60 +57,81 @@ pub fn run(ctx: &Ctx, a: VerifyArgs) -> Result<ExitCode> {
         }
     }
     let rt = super::runtime()?;
-    let (checked, problems) = rt.block_on(async {
-        let mut stores: Vec<(StoreUrl, Arc<dyn ChunkStore>)> = Vec::new();
+    let (targets, problems) = rt.block_on(async {
+        let mut targets: Vec<(StoreUrl, Arc<Target>)> = Vec::new();
         for u in &urls {
-            stores.push((u.clone(), open_backend(u, &OpenOptions::default()).await?));
+            let store = open_backend(u, &OpenOptions::default()).await?;
+            let t = Target { url: u.redacted(), store, down: Default::default() };
+            targets.push((u.clone(), Arc::new(t)));
         }
         let mut work = Vec::new();
         for (id, (chunk, path)) in &chunks {
-            for (u, s) in &stores {
+            for (u, t) in &targets {
                 if u.route.contains(id.prefix()) {
-                    work.push((*id, chunk.clone(), path.clone(), u.redacted(), s.clone()));
+                    work.push((*id, chunk.clone(), path.clone(), t.clone()));
                 }
             }
         }
-        let checked = work.len();
-        let results: Vec<(ChunkId, Vec<u8>, String, Outcome)> = futures::stream::iter(work)
-            .map(|(id, chunk, path, url, store)| async move {
-                let outcome = check(&*store, &id, chunk).await;
-                (id, path, url, outcome)
+        let results: Vec<(ChunkId, Vec<u8>, Arc<Target>, Outcome)> = futures::stream::iter(work)
+            .map(|(id, chunk, path, t)| async move {
+                let outcome = check(&t, &id, chunk).await;
+                (id, path, t, outcome)
             })
             .buffer_unordered(a.jobs.max(1))
             .collect()
             .await;
-        anyhow::Ok((checked, results))
+        anyhow::Ok((targets, results))
     })?;
-    let mut bad = 0usize;
+    let checked = problems.len();
+    let skipped =
+        problems.iter().filter(|p| matches!(p.3, Outcome::Unreachable | Outcome::Skipped)).count();
     let mut lines: Vec<String> = problems
         .into_iter()
-        .filter_map(|(id, path, url, o)| match o {
-            Outcome::Ok => None,
-            Outcome::Missing => Some(format!("missing {id} on {url} (in {})", fmt::name(&path))),
+        .filter_map(|(id, path, t, o)| match o {
+            Outcome::Ok | Outcome::Unreachable | Outcome::Skipped => None,
+            Outcome::Missing => {
+                Some(format!("missing {id} on {} (in {})", t.url, fmt::name(&path)))
+            }
             Outcome::Bad(why) => {
-                Some(format!("bad {id} on {url} (in {}): {why}", fmt::name(&path)))
+                Some(format!("bad {id} on {} (in {}): {why}", t.url, fmt::name(&path)))
             }
         })
         .collect();
     lines.sort();
+    // One line per unreachable store: its chunks are not known bad.
+    for (_, t) in &targets {
+        if let Some(why) = t.down.get() {
+            lines.push(format!("unreachable {}: {why} (its chunks were not checked)", t.url));
+        }
+    }
     for l in &lines {
         crate::outln!("{l}");
-        bad += 1;
     }
+    let not_done = match skipped {
+        0 => String::new(),
+        n => format!(", {n} not done (store unreachable)"),
+    };
     eprintln!(
-        "verified {} chunks on {} store(s): {} checks, {} problem(s)",
+        "verified {} chunks on {} store(s): {} checks{not_done}, {} problem(s)",
         chunks.len(),
         urls.len(),
-        checked,
-        bad
+        checked - skipped,
+        lines.len()
     );
-    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if lines.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-async fn check(store: &dyn ChunkStore, id: &ChunkId, chunk: DataChunk) -> Outcome {
-    let blob = match store.get(id).await {
+async fn check(t: &Target, id: &ChunkId, chunk: DataChunk) -> Outcome {
+    if t.down.get().is_some() {
+        return Outcome::Skipped;
+    }
+    let blob = match t.store.get(id).await {
         Ok(Some(b)) => b,
         Ok(None) => return Outcome::Missing,
+        Err(e) if e.kind() == zosfs_store::ErrorKind::Unavailable => {
+            let _ = t.down.set(e.chain());
+            return Outcome::Unreachable;
+        }
         Err(e) => return Outcome::Bad(e.chain()),
     };
     if let Err(e) = zosfs_store::chunk::verify_blob(id, &blob) {
