@@ -379,3 +379,31 @@ fn mount_umount_mount_one_rw_layer_20_times_on_a_local_store() -> Result<()> {
     }
     assert_nothing_left(&env)
 }
+
+/// `-d` says where the serving process logs; `--metrics` on a mount that
+/// joins a running server says it is ignored.
+#[test]
+fn daemon_names_its_log_and_a_joining_mount_says_metrics_are_ignored() -> Result<()> {
+    let env = Env::new()?;
+    let src = env.mkdir("src")?;
+    std::fs::write(src.join("f"), b"f")?;
+    let cache = env.path().join("cache");
+    let (m1, m2) = (env.mkdir("m1")?, env.mkdir("m2")?);
+    let out = env.mount(&src, &m1, &["--cache", cache.to_str().unwrap()])?;
+    let log = out
+        .split_once("(log ")
+        .and_then(|(_, r)| r.split_once(')'))
+        .map(|(l, _)| PathBuf::from(l))
+        .with_context(|| format!("no log path in {out:?}"))?;
+    ensure!(log.is_file(), "{} named as the log is not a file", log.display());
+
+    let mut args: Vec<&OsStr> = vec![os("-d"), src.as_os_str(), m2.as_os_str()];
+    args.extend([os("--cache"), cache.as_os_str(), os("--metrics"), os("127.0.0.1:0")]);
+    let joined = env.fsmount(&args)?;
+    let err = String::from_utf8_lossy(&joined.stderr);
+    ensure!(joined.status.success(), "join: {err}");
+    ensure!(err.contains("--metrics ignored"), "joining with --metrics said: {err}");
+    env.umount(&m2)?;
+    env.umount(&m1)?;
+    Ok(())
+}

@@ -219,6 +219,13 @@ pub fn run(a: MountArgs, ctx: &Ctx) -> Result<ExitCode> {
 
     if let Some(what) = try_join(&socket, &spec)? {
         println!("fsmount: {what}");
+        if a.metrics.is_some() {
+            eprintln!(
+                "fsmount: --metrics ignored: this mount joined the running server of cache {} \
+                 (its metrics are set when it starts; `fsmount list` shows it)",
+                a.cache.display()
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     wait_exiting_server(&state, &cache_dir);
@@ -244,6 +251,7 @@ pub fn run(a: MountArgs, ctx: &Ctx) -> Result<ExitCode> {
     };
     super::init_logging();
     daemon::block_signals();
+    let opts_log = log_file.clone();
     let opts = ServerOptions { cache_dir, cache_size: a.cache_size, metrics, pid_file, log_file };
 
     let mut server = match Server::bind(&state, opts) {
@@ -284,7 +292,8 @@ pub fn run(a: MountArgs, ctx: &Ctx) -> Result<ExitCode> {
         tracing::info!("metrics on http://{addr}/metrics");
     }
     if a.daemon {
-        readiness.ready(&what);
+        // The terminal is gone from here on: say where the log goes.
+        readiness.ready(&format!("{what}{}", server_log_note(opts_log.as_deref())));
     } else {
         println!("fsmount: {what}");
     }
@@ -316,4 +325,9 @@ fn redirect_stderr(log: &Path) -> Result<()> {
         return Err(std::io::Error::last_os_error()).context("redirect stderr");
     }
     Ok(())
+}
+
+/// ` (log PATH)` for the message of a daemon that logs to a file.
+fn server_log_note(log: Option<&std::path::Path>) -> String {
+    log.map(|l| format!(" (log {})", l.display())).unwrap_or_default()
 }
