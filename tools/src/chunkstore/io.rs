@@ -78,7 +78,7 @@ pub async fn put(a: PutArgs) -> Result<ExitCode> {
         }
     }
     store.sync().await?;
-    crate::say_queued(&store, &a.store.stores.join(","));
+    crate::say_queued(&store, &a.store.write.stores);
     Ok(ExitCode::SUCCESS)
 }
 

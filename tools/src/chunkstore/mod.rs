@@ -36,22 +36,8 @@ pub struct Cli {
 /// Store selection shared by the subcommands that talk to stores.
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
-    /// Store URL (repeatable: writes go to every matching store).
-    #[arg(
-        short,
-        long = "store",
-        env = "ZOSFS_STORE",
-        hide_env_values = true,
-        value_delimiter = ',',
-        required = true
-    )]
-    pub stores: Vec<String>,
-    /// Stores that must take each write now, or the command fails. Default:
-    /// one (the node store), the rest queued durably when unreachable
-    /// (said on the terminal; `chunkstore repair` pushes them); without a
-    /// replication queue every matching store.
-    #[arg(long)]
-    pub quorum: Option<usize>,
+    #[command(flatten)]
+    pub write: crate::WriteStores,
     /// Replication queue directory (default: under the first local:// store).
     #[arg(long, env = "ZOSFS_QUEUE_DIR")]
     pub queue_dir: Option<std::path::PathBuf>,
@@ -66,7 +52,7 @@ pub struct StoreArgs {
 impl StoreArgs {
     pub fn config(&self) -> RouterConfig {
         let mut cfg = RouterConfig {
-            quorum: self.quorum,
+            quorum: self.write.quorum,
             queue_dir: self.queue_dir.clone(),
             hedge_delay: std::time::Duration::from_millis(self.hedge_ms),
             ..Default::default()
@@ -76,19 +62,12 @@ impl StoreArgs {
     }
 
     pub async fn open(&self) -> Result<std::sync::Arc<Router>> {
-        Ok(zosfs_store::router::open_urls(&self.stores, &self.config()).await?)
+        Ok(zosfs_store::router::open_urls(&self.write.stores, &self.config()).await?)
     }
 
     /// The store URLs without passwords, for messages.
     pub fn stores_redacted(&self) -> String {
-        self.stores
-            .iter()
-            .map(|s| match s.parse::<zosfs_store::StoreUrl>() {
-                Ok(u) => u.redacted(),
-                Err(_) => "<bad URL>".to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        crate::redacted(&self.write.stores).join(", ")
     }
 }
 

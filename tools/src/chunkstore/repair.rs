@@ -48,7 +48,7 @@ pub struct RepairArgs {
 pub async fn repair(a: RepairArgs) -> Result<ExitCode> {
     // This command drains the queue itself: no background drainer racing it.
     let cfg = RouterConfig { background_drain: false, ..a.store.config() };
-    let router = zosfs_store::router::open_urls(&a.store.stores, &cfg).await?;
+    let router = zosfs_store::router::open_urls(&a.store.write.stores, &cfg).await?;
     let mut ids = a.ids.clone();
     if let Some(p) = &a.ids_from {
         ids.extend(read_ids(p)?);

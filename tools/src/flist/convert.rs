@@ -77,6 +77,6 @@ pub fn run(ctx: &Ctx, a: ConvertArgs) -> Result<ExitCode> {
         "converted {} inodes, {} bytes into {} chunks ({} uploaded)",
         r.tree.inodes, r.bytes_read, r.chunks, r.chunks_uploaded
     );
-    crate::say_queued(&router, &a.stores.join(","));
+    crate::say_queued(&router, &a.stores);
     Ok(ExitCode::SUCCESS)
 }

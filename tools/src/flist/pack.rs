@@ -19,22 +19,8 @@ pub struct PackArgs {
     /// Output `.flist` file.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Store URL to upload chunks to (repeatable: replicas / routes).
-    #[arg(
-        short,
-        long = "store",
-        env = "ZOSFS_STORE",
-        hide_env_values = true,
-        value_delimiter = ',',
-        required = true
-    )]
-    pub stores: Vec<String>,
-    /// Stores that must take each write now, or the command fails. Default:
-    /// one (the node store), the rest queued durably when unreachable
-    /// (said on the terminal; `chunkstore repair` pushes them); without a
-    /// replication queue every matching store.
-    #[arg(long)]
-    pub quorum: Option<usize>,
+    #[command(flatten)]
+    pub write: crate::WriteStores,
     /// Chunk size in bytes (fixed chunking), or the average with --cdc.
     #[arg(long, default_value_t = zosfs_store::chunk::DEFAULT_CHUNK_SIZE as u32)]
     pub chunk_size: u32,
@@ -65,7 +51,8 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn run(_ctx: &Ctx, a: PackArgs) -> Result<ExitCode> {
-    let urls = a.stores.iter().map(|u| u.parse::<StoreUrl>()).collect::<Result<Vec<_>, _>>()?;
+    let urls =
+        a.write.stores.iter().map(|u| u.parse::<StoreUrl>()).collect::<Result<Vec<_>, _>>()?;
     let mut opts = PackOptions {
         chunking: if a.cdc {
             PackOptions::cdc(a.chunk_size)
@@ -93,7 +80,7 @@ pub fn run(_ctx: &Ctx, a: PackArgs) -> Result<ExitCode> {
         bail!("{}: not a directory, a tar file or -", a.source.display());
     };
     let rt = super::runtime()?;
-    let cfg = RouterConfig { quorum: a.quorum, ..Default::default() };
+    let cfg = RouterConfig { quorum: a.write.quorum, ..Default::default() };
     let router = rt.block_on(zosfs_store::Router::open(&urls, &cfg))?;
     let store = router.clone();
     let counters = Arc::new(Counters::default());
@@ -118,6 +105,6 @@ pub fn run(_ctx: &Ctx, a: PackArgs) -> Result<ExitCode> {
         report.bytes_read as f64 / secs.max(1e-6) / 1e6,
         size,
     );
-    crate::say_queued(&router, &a.stores.join(","));
+    crate::say_queued(&router, &a.write.stores);
     Ok(ExitCode::SUCCESS)
 }
