@@ -15,6 +15,7 @@
 //! * [`chunk`] — ids and the convergent codec; [`url`] — store URLs;
 //! * [`server`] — a 0-db-compatible RESP server over the local engine.
 
+pub mod argv;
 pub mod backend;
 pub mod chunk;
 mod cursor;

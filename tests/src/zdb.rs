@@ -21,6 +21,8 @@ pub struct Zdb {
     pub addr: SocketAddr,
     pub data: PathBuf,
     pub unix: Option<PathBuf>,
+    /// Every line the server wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Zdb {
@@ -46,10 +48,13 @@ impl Zdb {
         let mut guard = ChildGuard::spawn(cmd, "chunkstore serve")?;
         let stderr = guard.child.stderr.take().expect("stderr piped");
         let (tx, rx) = mpsc::channel();
-        // Forward the server's stderr to ours and report its address.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = log.clone();
+        // Forward the server's stderr to ours, keep it, report the address.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
                 eprintln!("[chunkstore serve] {line}");
+                keep.lock().expect("log lock").push(line.clone());
                 if let Some(a) = line.strip_prefix("chunkstore serve: listening on ") {
                     if let Ok(addr) = a.parse::<SocketAddr>() {
                         let _ = tx.send(addr);
@@ -64,11 +69,16 @@ impl Zdb {
                 bail!("chunkstore serve did not start (exit status {status:?})");
             }
         };
-        Ok(Zdb { guard, addr, data: data.to_path_buf(), unix: unix.map(Path::to_path_buf) })
+        Ok(Zdb { guard, addr, data: data.to_path_buf(), unix: unix.map(Path::to_path_buf), log })
     }
 
     pub fn connect(&self) -> Result<Conn> {
         Conn::tcp(self.addr)
+    }
+
+    /// The server's stderr lines so far that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log.lock().expect("log lock").iter().filter(|l| l.contains(needle)).cloned().collect()
     }
 
     pub fn connect_unix(&self) -> Result<Conn> {

@@ -7,6 +7,8 @@ use zosfs_fsmount::cli::{Cli, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // /proc/PID/cmdline is world-readable: no passwords there from now on.
+    zosfs_store::argv::hide_secrets(&[]);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

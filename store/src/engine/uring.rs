@@ -24,6 +24,10 @@ const RING_ENTRIES: u32 = 256;
 const ASYNC_READ_MIN: usize = 512 << 10;
 /// user_data of the eventfd poll; op slots use their index.
 const WAKE_TOKEN: u64 = u64::MAX;
+/// user_data of the cancel requests a dying driver sends.
+const CANCEL_TOKEN: u64 = u64::MAX - 1;
+/// How long a dying driver waits for the kernel to let go of its buffers.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 enum Kind {
     Read {
@@ -230,6 +234,26 @@ struct Driver {
     senders_gone: bool,
 }
 
+/// Runs on a normal exit (nothing in flight) and when a panic unwinds the
+/// ring thread. Invariant kept: no op buffer is freed while the kernel may
+/// still read or write it. In-flight ops are cancelled and their
+/// completions awaited; buffers of ops that never complete are leaked, not
+/// freed. Callers of dropped ops get "io_uring driver stopped" errors.
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if self.in_flight() == 0 {
+            return;
+        }
+        let left = self.cancel_in_flight();
+        if left > 0 {
+            tracing::error!(
+                "io_uring: {left} ops still in flight at driver exit; leaking their buffers"
+            );
+            std::mem::forget(std::mem::take(&mut self.slots));
+        }
+    }
+}
+
 impl Driver {
     fn new(ring: IoUring, rx: mpsc::Receiver<Op>, wake: Arc<OwnedFd>) -> Self {
         Driver {
@@ -270,16 +294,12 @@ impl Driver {
     }
 
     fn arm_wake(&mut self) {
-        // read() of the eventfd happens synchronously after the poll fires.
+        // read() of the eventfd happens synchronously after the poll fires;
+        // the poll references only the eventfd, which `self.wake` keeps open.
         let sqe = opcode::PollAdd::new(types::Fd(self.wake.as_raw_fd()), libc::POLLIN as u32)
             .build()
             .user_data(WAKE_TOKEN);
-        // SAFETY: the poll references only the eventfd, which `self.wake` keeps open.
-        if unsafe { self.ring.submission().push(&sqe) }.is_err() {
-            let _ = self.ring.submit();
-            // SAFETY: as above.
-            let _ = unsafe { self.ring.submission().push(&sqe) };
-        }
+        self.push_raw(&sqe);
     }
 
     fn drain_channel(&mut self) {
@@ -357,6 +377,43 @@ impl Driver {
         while unsafe { self.ring.submission().push(&sqe) }.is_err() {
             let _ = self.ring.submit();
         }
+    }
+
+    /// Push an SQE that points at no op buffer (cancel, wake poll).
+    fn push_raw(&mut self, sqe: &squeue::Entry) {
+        // SAFETY: the entries pushed here reference no memory of ours.
+        while unsafe { self.ring.submission().push(sqe) }.is_err() {
+            if self.ring.submit().is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Cancel every in-flight op and wait (bounded) for the kernel to
+    /// complete them; returns how many are still in flight.
+    fn cancel_in_flight(&mut self) -> usize {
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].is_some() {
+                let sqe = opcode::AsyncCancel::new(slot as u64).build().user_data(CANCEL_TOKEN);
+                self.push_raw(&sqe);
+            }
+        }
+        let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+        while self.in_flight() > 0 && std::time::Instant::now() < deadline {
+            let ts = types::Timespec::new().nsec(100_000_000);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            let done: Vec<u64> = self.ring.completion().map(|c| c.user_data()).collect();
+            for token in done {
+                let slot = token as usize;
+                // Dropping the op drops its reply sender: the caller gets
+                // "io_uring driver stopped".
+                if slot < self.slots.len() && self.slots[slot].take().is_some() {
+                    self.free.push(slot);
+                }
+            }
+        }
+        self.in_flight()
     }
 
     fn reap(&mut self) {
@@ -451,5 +508,48 @@ impl Driver {
                 let _ = reply.send(err.map_or(Ok(()), Err));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::panic::AssertUnwindSafe;
+
+    use super::*;
+
+    /// A panic unwinding the ring thread while a read is in flight: the
+    /// kernel op is cancelled before its buffer is freed (bytes written to
+    /// the pipe afterwards are still there to read, nobody consumed them into
+    /// freed memory) and the caller gets an error instead of a hang.
+    #[test]
+    fn a_panic_with_a_read_in_flight_cancels_it_before_freeing_its_buffer() {
+        let ring = IoUring::new(8).expect("io_uring");
+        let (_keep_sender, rx) = mpsc::channel();
+        let mut d = Driver::new(ring, rx, Arc::new(eventfd().expect("eventfd")));
+        let (pipe_r, mut pipe_w) = std::io::pipe().expect("pipe");
+        let mut reader = File::from(OwnedFd::from(pipe_r));
+        let (reply, answer) = oneshot::channel();
+        let file = Arc::new(reader.try_clone().expect("dup"));
+        d.backlog.push_back(Op {
+            file,
+            off: 0,
+            kind: Kind::Read { buf: vec![0; 64], done: 0, reply },
+        });
+        d.fill_sq();
+        d.ring.submit().expect("submit");
+        assert_eq!(d.in_flight(), 1);
+        assert!(d.ring.completion().is_empty(), "the read is pending in the kernel");
+
+        let unwound = std::panic::catch_unwind(AssertUnwindSafe(move || {
+            let _driver = d;
+            panic!("injected panic on the ring thread");
+        }));
+        assert!(unwound.is_err());
+        assert!(futures::executor::block_on(answer).is_err(), "the caller sees the driver stop");
+        pipe_w.write_all(b"still here").expect("write");
+        let mut got = [0u8; 10];
+        reader.read_exact(&mut got).expect("read");
+        assert_eq!(&got, b"still here");
     }
 }

@@ -173,7 +173,7 @@ pub(crate) fn run(inner: Arc<Inner>) {
         if let SyncPolicy::Periodic(d) = w.inner.cfg.sync {
             if w.synced < w.end && w.last_sync.elapsed() >= d {
                 if let Err(e) = w.sync() {
-                    tracing::error!("{}: periodic sync failed: {}", w.inner.name, e.chain());
+                    w.disable(format!("periodic sync failed: {}", e.chain()));
                 }
             }
         }
@@ -248,6 +248,10 @@ impl Writer {
         self.flush(run, every_put || !sync_waiters.is_empty());
         if !sync_waiters.is_empty() {
             let res = self.sync();
+            if let Err(e) = &res {
+                // The unsynced bytes were already acknowledged.
+                self.disable(format!("sync failed: {}", e.chain()));
+            }
             for r in sync_waiters {
                 let _ = r.send(res.as_ref().map(|_| ()).map_err(Error::duplicate));
             }
@@ -342,13 +346,23 @@ impl Writer {
         self.sync_to(self.end)
     }
 
+    /// Refuse every later write (reads go on). After a failed fdatasync
+    /// Linux may have dropped the dirty pages, and a retry would "succeed"
+    /// without them: acknowledged puts may be lost, and only reopening the
+    /// store (which checks every record of the tail) tells what is on disk.
+    fn disable(&self, why: String) {
+        let why = format!("{why}; writes refused until the store is reopened");
+        tracing::error!("{}: {why}", self.name());
+        *self.inner.broken.lock() = Some(why);
+    }
+
     /// Cut a failed batch off the segment. Data before `start` is untouched.
     fn undo(&mut self, start: u64) {
         if let Err(e) = self.file.set_len(start) {
-            let why =
-                format!("could not truncate segment {} after a failed write: {e}", self.active);
-            tracing::error!("{}: {why}", self.name());
-            *self.inner.broken.lock() = Some(why);
+            self.disable(format!(
+                "could not truncate segment {} after a failed write: {e}",
+                self.active
+            ));
         }
         self.synced = self.synced.min(start);
     }

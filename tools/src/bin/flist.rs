@@ -8,6 +8,8 @@ use zosfs_tools::flist::{Cli, run};
 fn main() -> ExitCode {
     zosfs_tools::init_logging();
     let cli = Cli::parse();
+    // /proc/PID/cmdline is world-readable: no passwords there from now on.
+    zosfs_store::argv::hide_secrets(&[]);
     match run(cli) {
         Ok(code) => code,
         // The reader of our output went away (`flist ... | head`).

@@ -75,6 +75,8 @@ fn main() -> ExitCode {
     zosfs_store::malloc::tune_for_servers();
     init_logging();
     let cli = Cli::parse();
+    // /proc/PID/cmdline is world-readable: no passwords there from now on.
+    zosfs_store::argv::hide_secrets(&[]);
     let res = match cli.cmd {
         None => serve::run(cli.serve),
         Some(Cmd::Commit(a)) => commit::run(a),

@@ -62,6 +62,10 @@ impl Mode {
     }
 }
 
+/// Why writes are refused after a failed journal write or fsync.
+const POISONED: &str =
+    "an earlier journal write or fsync failed; namespace is read-only until restart";
+
 /// Runtime access restriction (NSSET lock / freeze), not persisted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lock {
@@ -538,10 +542,7 @@ impl Namespace {
     /// Decide what a SET does, in 0-db's order of checks.
     fn plan_set(s: &State, key: &Bytes, len: u64, hash: &[u8; 32]) -> Result<SetPlan, WriteError> {
         if s.poisoned {
-            return Err(WriteError::Index(Error::new(
-                crate::ErrorKind::Io,
-                "an earlier journal write failed; namespace is read-only until restart",
-            )));
+            return Err(WriteError::Index(Error::new(crate::ErrorKind::Io, POISONED)));
         }
         match s.lock {
             Lock::Frozen => return Err(WriteError::Frozen),
@@ -664,10 +665,7 @@ impl Namespace {
                 return Err(WriteError::WormDelete);
             }
             if s.poisoned {
-                return Err(WriteError::Index(Error::new(
-                    crate::ErrorKind::Io,
-                    "an earlier journal write failed; namespace is read-only until restart",
-                )));
+                return Err(WriteError::Index(Error::new(crate::ErrorKind::Io, POISONED)));
             }
             s.commit(Record::Del { key: key.to_vec() })
         };
@@ -729,11 +727,23 @@ impl Namespace {
     }
 
     /// Make everything written so far durable (fsync the journal).
+    ///
+    /// A failed fsync poisons the namespace like a failed write: after a
+    /// writeback error Linux may have dropped the dirty pages and a retried
+    /// fsync succeeds without them, so acknowledged writes may be gone and
+    /// only a restart (replay checks every frame) tells what is on disk.
     pub async fn sync(&self) -> Result<()> {
         let queued = self.state.lock().queued;
         self.wait_written(queued).await?;
         let file = self.journal.handle();
-        tokio::task::spawn_blocking(move || file.sync()).await.expect("fsync task panicked")
+        let res =
+            tokio::task::spawn_blocking(move || file.sync()).await.expect("fsync task panicked");
+        if let Err(e) = &res {
+            add(&self.ctx.stats.index_write_failed, 1);
+            tracing::error!("namespace {self:?}: {e}; refusing further writes");
+            self.state.lock().poisoned = true;
+        }
+        res
     }
 
     /// Up to `limit` entries after (or, backwards, before) a scan position.
