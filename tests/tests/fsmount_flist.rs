@@ -273,6 +273,32 @@ fn prefetch_all_fills_every_file_in_the_background() -> Result<()> {
 }
 
 #[test]
+fn prefetch_all_stops_at_the_cache_budget_and_says_so() -> Result<()> {
+    let env = Env::new()?;
+    let src = env.mkdir("files")?;
+    // Four files of 2.5 MiB (three chunks each) against a 6 MiB budget:
+    // the prefetch takes what fits 90 % of it (two files, six chunks)
+    // instead of fetching ten MiB and evicting the first half.
+    for i in 0..4u64 {
+        std::fs::write(src.join(format!("f{i}")), noise(i + 7, (5 * MIB / 2) as usize))?;
+    }
+    let fl = pack(&env, &src, &dir_url(&env.path().join("store")))?;
+    let mnt = env.mkdir("mnt")?;
+    mount(&env, &fl, &mnt, &["--prefetch", "all", "--cache-size", "6M"])?;
+    let line = wait_for("the prefetch to finish", Duration::from_secs(60), || {
+        let stats = env.fsmount_ok(&[OsStr::new("stats"), mnt.as_os_str()])?;
+        Ok(stats
+            .lines()
+            .find(|l| l.starts_with("prefetch ") && l.contains("done"))
+            .map(String::from))
+    })?;
+    ensure!(line.contains("5.0 MiB not prefetched (over --cache-size)"), "stats said: {line}");
+    ensure!(stat_field(&env, &mnt, "chunks fetched")? == 6);
+    env.umount(&mnt)?;
+    env.wait_clean()
+}
+
+#[test]
 fn a_replica_that_dies_mid_read_gives_eio_and_the_mount_recovers() -> Result<()> {
     let env = Env::new()?;
     let port = free_port();

@@ -208,12 +208,27 @@ fn snapshot_list_and_rm() -> Result<()> {
 
     let _ = std::process::Command::new("sync").status();
     env.fsmount_ok(&[OsStr::new("snapshot"), OsStr::new("base"), OsStr::new("snap")])?;
+    let ro = ["snapshot", "base", "frozen", "--readonly"].map(OsStr::new);
+    env.fsmount_ok(&ro)?;
     std::fs::write(mnt.join("c"), b"after the snapshot")?;
     env.umount(&mnt)?;
 
     mount_rw(&env, &src, &mnt, "snap", &[])?;
     ensure!(mnt.join("a").exists() && mnt.join("b").exists() && !mnt.join("c").exists());
     env.umount(&mnt)?;
+
+    // A read-only snapshot mounts only with --ro (writable, every write
+    // would fail with EROFS).
+    let mut args = vec!["-d", src.to_str().unwrap(), mnt.to_str().unwrap(), "--rw", "frozen"];
+    args.extend(VOL);
+    let refused = env.fsmount(&args.iter().map(OsStr::new).collect::<Vec<_>>())?;
+    let err = String::from_utf8_lossy(&refused.stderr);
+    ensure!(!refused.status.success(), "a read-only snapshot mounted writable");
+    ensure!(err.contains("read-only snapshot") && err.contains("--ro"), "said: {err}");
+    mount_rw(&env, &src, &mnt, "frozen", &["--ro"])?;
+    ensure!(std::fs::read(mnt.join("b"))? == b"b" && !mnt.join("c").exists());
+    env.umount(&mnt)?;
+    env.fsmount_ok(&[OsStr::new("rm"), OsStr::new("frozen")])?;
 
     env.fsmount_ok(&[OsStr::new("rm"), OsStr::new("snap")])?;
     let again = env.fsmount(&[OsStr::new("rm"), OsStr::new("snap")])?;

@@ -227,6 +227,11 @@ impl ContentCache {
     }
 
     /// Where flist files are unpacked.
+    /// The byte budget (`--cache-size`), if any.
+    pub fn budget(&self) -> Option<u64> {
+        self.budget
+    }
+
     pub fn flists_dir(&self) -> PathBuf {
         self.dir.join(FLISTS)
     }

@@ -311,6 +311,53 @@ impl Filesystem for FuseFs {
         reply.ok();
     }
 
+    // Quiet answers for what a read-only tree has nothing to do for
+    // (fuser's defaults log a multi-line warning on every call).
+
+    /// Nothing is buffered: close(2) has nothing to flush.
+    fn flush(&self, _: &Request, _: INodeNo, _: FileHandle, _: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    /// Nothing is ever dirty.
+    fn fsync(&self, _: &Request, _: INodeNo, _: FileHandle, _: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _: &Request, _: INodeNo, _: FileHandle, _: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    /// No ioctls: what the kernel answers for a file without any.
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _: &Request,
+        _: INodeNo,
+        _: FileHandle,
+        _: fuser::IoctlFlags,
+        _: u32,
+        _: &[u8],
+        _: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
+    /// ENOSYS makes the kernel do SEEK_DATA/SEEK_HOLE itself (every byte is
+    /// data) and stop asking for this mount.
+    fn lseek(
+        &self,
+        _: &Request,
+        _: INodeNo,
+        _: FileHandle,
+        _: i64,
+        _: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         // The listing is read at the first readdir: the kernel serves most
         // opendirs of a directory it has read from its cache.

@@ -57,7 +57,14 @@ pub struct Counters {
     pub reads: AtomicU64,
     pub bytes_read: AtomicU64,
     pub fetch_latency: Histogram,
+    /// `--prefetch all`: [`PREFETCH_RUNNING`] or [`PREFETCH_DONE`] (0: none).
+    pub prefetch: std::sync::atomic::AtomicU8,
+    /// Bytes `--prefetch all` left out because they exceed the cache budget.
+    pub prefetch_skipped_bytes: AtomicU64,
 }
+
+pub const PREFETCH_RUNNING: u8 = 1;
+pub const PREFETCH_DONE: u8 = 2;
 
 impl Counters {
     pub fn add(c: &AtomicU64, n: u64) {
@@ -78,6 +85,12 @@ impl Counters {
             bytes_read: self.bytes_read.load(Relaxed),
             latency_buckets,
             latency_sum_us,
+            prefetch: match self.prefetch.load(Relaxed) {
+                PREFETCH_RUNNING => "running".into(),
+                PREFETCH_DONE => "done".into(),
+                _ => String::new(),
+            },
+            prefetch_skipped_bytes: self.prefetch_skipped_bytes.load(Relaxed),
             ..Snapshot::default()
         }
     }
@@ -101,6 +114,12 @@ pub struct Snapshot {
     pub latency_sum_us: u64,
     /// Whether the kernel accepted FUSE passthrough for this session.
     pub passthrough: bool,
+    /// `--prefetch all`: "running", "done", or empty (none). Absent in the
+    /// stats of older servers, hence the defaults.
+    #[serde(default)]
+    pub prefetch: String,
+    #[serde(default)]
+    pub prefetch_skipped_bytes: u64,
 }
 
 impl Snapshot {
@@ -153,6 +172,16 @@ impl Snapshot {
             s.push_str(" (no fetches)");
         }
         s.push('\n');
+        if !self.prefetch.is_empty() {
+            s.push_str(&format!("prefetch          {}", self.prefetch));
+            if self.prefetch_skipped_bytes > 0 {
+                s.push_str(&format!(
+                    ", {} not prefetched (over --cache-size)",
+                    format_size(self.prefetch_skipped_bytes)
+                ));
+            }
+            s.push('\n');
+        }
         s
     }
 }

@@ -151,6 +151,9 @@ fn prefetch_all(tree: Weak<FlistTree>, bandwidth: Option<u64>) {
             tracing::error!("prefetch: walking the flist failed: {}", e.chain());
             return;
         }
+        let skipped = fit_budget(&mut files, t.cache.budget());
+        t.counters.prefetch_skipped_bytes.store(skipped, Ordering::Relaxed);
+        t.counters.prefetch.store(crate::stats::PREFETCH_RUNNING, Ordering::Relaxed);
         files
     };
     let started = std::time::Instant::now();
@@ -181,16 +184,46 @@ fn prefetch_all(tree: Weak<FlistTree>, bandwidth: Option<u64>) {
             });
         }
     });
-    if tree.upgrade().is_none() {
+    let Some(t) = tree.upgrade() else {
         tracing::info!("prefetch stopped: the mount went away");
         return;
-    }
+    };
+    t.counters.prefetch.store(crate::stats::PREFETCH_DONE, Ordering::Relaxed);
     tracing::info!(
         "prefetch: {} files filled, {} failed in {:?}",
         done.into_inner(),
         failed.into_inner(),
         started.elapsed()
     );
+}
+
+/// Share of the cache budget `--prefetch all` may fill: what it fetches
+/// beyond the budget would only evict what it fetched before.
+const PREFETCH_BUDGET_SHARE: f64 = 0.9;
+
+/// Keep the files (in walk order) that fit the cache budget; returns the
+/// bytes left out, and says so in the log.
+fn fit_budget(files: &mut Vec<(Ino, u64)>, budget: Option<u64>) -> u64 {
+    let Some(budget) = budget else { return 0 };
+    let room = (budget as f64 * PREFETCH_BUDGET_SHARE) as u64;
+    let total: u64 = files.iter().map(|f| f.1).sum();
+    if total <= room {
+        return 0;
+    }
+    let mut used = 0u64;
+    files.retain(|&(_, size)| {
+        let fits = used + size <= room;
+        if fits {
+            used += size;
+        }
+        fits
+    });
+    let skipped = total - used;
+    tracing::warn!(
+        "prefetch all: the image's files take {total} bytes, more than the cache budget \
+         ({budget} bytes): prefetching {used} bytes, leaving {skipped} to be fetched on read"
+    );
+    skipped
 }
 
 impl Tree for FlistTree {

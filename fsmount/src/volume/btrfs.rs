@@ -92,6 +92,21 @@ pub fn snapshot(src: &Path, dst: &Path, readonly: bool) -> Result<()> {
     run("btrfs", &args).map(drop)
 }
 
+/// Whether the subvolume at `path` is read-only (`snapshot --readonly`).
+pub fn is_readonly(path: &Path) -> Result<bool> {
+    let out = run(
+        "btrfs",
+        &[
+            OsStr::new("property"),
+            OsStr::new("get"),
+            OsStr::new("-ts"),
+            path.as_os_str(),
+            OsStr::new("ro"),
+        ],
+    )?;
+    Ok(out.trim() == "ro=true")
+}
+
 /// Turn qgroups on for the filesystem holding `path` (idempotent).
 pub fn quota_enable(path: &Path) -> Result<()> {
     run("btrfs", &[OsStr::new("quota"), OsStr::new("enable"), path.as_os_str()]).map(drop)

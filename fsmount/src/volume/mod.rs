@@ -213,6 +213,12 @@ impl Volume {
             created = true;
         } else if !btrfs::is_subvolume(&subvolume) {
             return Err(invalid(format!("{} is not a btrfs subvolume", subvolume.display())));
+        } else if create && btrfs::is_readonly(&subvolume)? {
+            // Mounted writable, every write would fail with EROFS.
+            return Err(invalid(format!(
+                "rw layer {name:?} is a read-only snapshot: mount it with --ro, or make a \
+                 writable copy with `fsmount snapshot {name} NEWNAME`"
+            )));
         }
         let upper = subvolume.join("upper");
         let work = subvolume.join("work");
