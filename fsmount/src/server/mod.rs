@@ -291,6 +291,7 @@ impl Server {
         tracing::info!("unmounted {}", mp.display());
         self.views.write().remove(mp);
         self.mounts.remove(mp);
+        zosfs_store::malloc::give_back();
         Ok(())
     }
 
