@@ -27,8 +27,11 @@ fn one_gib_image_fetches_each_chunk_once() -> Result<()> {
     let srv = NbdServer::start(&cache, &["--store", &replica.url(), "--export", &spec])?;
     let uri = srv.uri("vm");
     ensure!(stat(&cache, "vm", "fetched_chunks_total")? == 0, "fetched before any read");
-    // Zero chunks are known from the flist: they never need a fetch.
+    // Zero chunks are known from the flist: they never need a fetch, and
+    // the chunk counts agree with the fill figure.
     ensure!(stat(&cache, "vm", "local_bytes")? == 896 * MIB, "zero chunks not local");
+    ensure!(stat(&cache, "vm", "chunks_zero")? == 896, "zero chunks of the image");
+    ensure!(stat(&cache, "vm", "chunks_absent")? == 128, "only data chunks need a fetch");
 
     // 4 KiB inside the second data range: one chunk.
     let out =
@@ -87,5 +90,19 @@ fn background_fill_then_replica_down() -> Result<()> {
     let copy = t.path().join("copy.img");
     run(Command::new("nbdcopy").args([&_srv.uri("vm")]).arg(&copy))?;
     run(Command::new("cmp").arg(&src).arg(&copy))?;
+    Ok(())
+}
+
+/// A blank disk is all zero chunks, none absent, and fully "filled".
+#[test]
+fn a_blank_disk_counts_zero_chunks_not_absent_ones() -> Result<()> {
+    let t = tempfile::tempdir()?;
+    let cache = t.path().join("cache");
+    let _srv = NbdServer::start(&cache, &["--export", "blank=blank:64M"])?;
+    let chunks = stat(&cache, "blank", "chunks")?;
+    ensure!(chunks > 0);
+    ensure!(stat(&cache, "blank", "chunks_zero")? == chunks, "blank chunks read as zeros");
+    ensure!(stat(&cache, "blank", "chunks_absent")? == 0, "nothing to fetch on a blank disk");
+    ensure!(stat(&cache, "blank", "fill_permille")? == 1000);
     Ok(())
 }

@@ -442,10 +442,17 @@ impl LazyFile {
         let inner = &self.inner;
         let mut s = inner.counters.snapshot();
         s.chunks = inner.states.len();
-        s.absent = inner.states.count(ChunkState::Absent);
         s.present = inner.states.count(ChunkState::Present);
         s.dirty = inner.states.count(ChunkState::Dirty);
-        s.zero = inner.states.count(ChunkState::Zero);
+        // An absent chunk the source knows is zero (a blank disk, a hole of
+        // the image) reads as zeros without a fetch: it counts as zero, so
+        // a blank disk is not "all absent" next to a full fill figure.
+        let src = inner.source();
+        let absent_zero = (0..s.chunks)
+            .filter(|&i| inner.states.get(i) == ChunkState::Absent && src.is_zero(i))
+            .count() as u64;
+        s.absent = inner.states.count(ChunkState::Absent) - absent_zero;
+        s.zero = inner.states.count(ChunkState::Zero) + absent_zero;
         s
     }
 

@@ -67,9 +67,12 @@ impl Drop for InFlight<'_> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LazyStats {
     pub chunks: u64,
+    /// Not local and not known to be zero: a read fetches it.
     pub absent: u64,
     pub present: u64,
     pub dirty: u64,
+    /// Reads give zeros without a fetch: trimmed or zeroed locally, or
+    /// zero in the source (a blank disk, a hole of the image).
     pub zero: u64,
     /// Chunks fetched from the source, and their plaintext bytes.
     pub fetched: u64,
