@@ -94,6 +94,32 @@ pub struct ConfigFile {
     pub exports: Vec<ExportEntry>,
 }
 
+impl ConfigFile {
+    /// Settings other than the export list that differ in `new`: they
+    /// take effect only at the next start (SIGHUP reloads exports only).
+    pub fn startup_changes(&self, new: &ConfigFile) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut check = |name: &'static str, same: bool| {
+            if !same {
+                out.push(name);
+            }
+        };
+        check("listen", self.listen == new.listen);
+        check("unix", self.unix == new.unix);
+        check("cache_dir", self.cache_dir == new.cache_dir);
+        check("store", self.store == new.store);
+        check("fill", self.fill == new.fill);
+        check("fill_bandwidth", self.fill_bandwidth == new.fill_bandwidth);
+        check("metrics", self.metrics == new.metrics);
+        check("fetch_depth", self.fetch_depth == new.fetch_depth);
+        check("max_connections", self.max_connections == new.max_connections);
+        check("handshake_timeout", self.handshake_timeout == new.handshake_timeout);
+        check("insecure_no_tls", self.insecure_no_tls == new.insecure_no_tls);
+        check("tls", self.tls == new.tls);
+        out
+    }
+}
+
 /// The `[tls]` table.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

@@ -70,6 +70,24 @@ fn config_file_sighup_reload_and_metrics() -> Result<()> {
     ensure!(m.contains("zosfs_nbd_writes_total{export=\"b\"} 1"), "metrics:\n{m}");
     ensure!(m.contains("# TYPE zosfs_nbd_fetched_bytes_total counter"), "metrics:\n{m}");
 
+    // b holds a local write now: a changed device for b would reset its
+    // cache, so the reload keeps the old device and says why (it used to
+    // drop the export). A changed listen address says it needs a restart.
+    write_cfg(&[("a", "blank:16M"), ("b", "blank:48M")])?;
+    let moved = std::fs::read_to_string(&cfg)?
+        .replace(&format!("127.0.0.1:{port}\""), &format!("127.0.0.1:{}\"", free_port()));
+    std::fs::write(&cfg, moved)?;
+    hup(srv.pid())?;
+    let said = wait_for("the reload to keep b", Duration::from_secs(20), || {
+        let l = std::fs::read_to_string(&log)?;
+        Ok((l.contains("keeping the old device") && l.contains("next start")).then_some(l))
+    })?;
+    ensure!(said.contains("holds local writes (1 chunks)"), "log:\n{said}");
+    ensure!(said.contains("SIGHUP: listen changed in the config"), "log:\n{said}");
+    let info =
+        run_text(Command::new("nbdinfo").args(["--size", &format!("nbd://127.0.0.1:{port}/b")]))?;
+    ensure!(info.trim() == (32u64 << 20).to_string(), "b's size after the reload: {info}");
+
     // A broken config is refused and changes nothing.
     std::fs::write(&cfg, "this is not toml [")?;
     hup(srv.pid())?;

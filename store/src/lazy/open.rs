@@ -247,9 +247,11 @@ fn refuse_or_reset(
         OnMismatch::Reset => {}
         OnMismatch::ResetIfClean if clean => {}
         OnMismatch::ResetIfClean => {
-            return Err(why.context_prefix(
-                "refusing to reset a cache holding local writes (remove it or force a reset)",
-            ));
+            return Err(why.context_prefix(format!(
+                "refusing to reset a cache holding local writes (commit them first, or \
+                 remove {} to drop them)",
+                path.display()
+            )));
         }
         OnMismatch::Refuse => return Err(why),
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use zosfs_nbdserver::config::FillMode;
+use zosfs_nbdserver::config::{ConfigFile, FillMode};
 use zosfs_nbdserver::device::BlockDevice;
 use zosfs_nbdserver::device::spec::{DeviceSpec, ExportSpec, parse_size};
 use zosfs_nbdserver::server::control::control_path;
@@ -141,8 +141,22 @@ async fn listeners(a: &ServeArgs, s: &Settings, tls: Option<&Tls>) -> Result<Vec
 /// ones. An export whose device changed is replaced only when no client
 /// uses it (its cache must be closed before it is opened again). An export
 /// that fails to open is logged and left out; the others still change.
-async fn reload(args: &DeviceArgs, ctx: &Ctx, table: &ExportTable) -> Result<()> {
+async fn reload(
+    args: &DeviceArgs,
+    ctx: &Ctx,
+    table: &ExportTable,
+    running: Option<&ConfigFile>,
+) -> Result<()> {
     let settings = args.resolve()?;
+    if let Some(changed) = running.map(|r| r.startup_changes(&settings.file)) {
+        if !changed.is_empty() {
+            tracing::warn!(
+                "SIGHUP: {} changed in the config; that takes effect at the next start \
+                 (a reload changes the export list only)",
+                changed.join(", ")
+            );
+        }
+    }
     let mut old: Vec<Arc<Export>> = table.all();
     let mut next = Vec::new();
     for spec in &settings.specs {
@@ -158,6 +172,20 @@ async fn reload(args: &DeviceArgs, ctx: &Ctx, table: &ExportTable) -> Result<()>
             if old[pos].spec != *spec {
                 tracing::error!("export {}: in use, keeping its old device", spec.name);
             }
+            next.push(old.remove(pos));
+            continue;
+        }
+        let writes = old[pos].device.lazy().dirty_chunks().len();
+        if writes > 0 {
+            // Opening the new device would reset the cache and lose them;
+            // the export must not silently disappear either.
+            tracing::error!(
+                "export {}: its device changed in the config, but its cache holds local \
+                 writes ({writes} chunks): keeping the old device. Commit them (`nbdserver \
+                 commit {} -o NEW.flist`) or remove the export, then reload",
+                spec.name,
+                spec.name
+            );
             next.push(old.remove(pos));
             continue;
         }
@@ -196,13 +224,15 @@ async fn stop_signal(args: DeviceArgs, ctx: Arc<Ctx>, table: Arc<ExportTable>) {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
+    // The settings in effect: what the process started with.
+    let running = args.resolve().ok().map(|s| s.file);
     loop {
         tokio::select! {
             _ = term.recv() => return tracing::info!("SIGTERM"),
             _ = int.recv() => return tracing::info!("SIGINT"),
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
-                match reload(&args, &ctx, &table).await {
+                match reload(&args, &ctx, &table, running.as_ref()).await {
                     Ok(()) => tracing::info!("reloaded: {} exports", table.all().len()),
                     Err(e) => tracing::error!("reload failed, keeping the running set: {e:#}"),
                 }
