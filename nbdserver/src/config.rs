@@ -11,6 +11,7 @@
 //! fill_bandwidth = "50M"       # bytes per second, K/M/G suffixes
 //! metrics = "127.0.0.1:9109"
 //! fetch_depth = 32             # chunk fetches in flight per device
+//! outage_wait = 300            # seconds a read waits out an unreachable store
 //! max_connections = 256        # NBD connections open at once
 //! handshake_timeout = 10       # seconds a client has to finish the handshake
 //! insecure_no_tls = false      # allow a non-loopback listen without client certificates
@@ -84,6 +85,8 @@ pub struct ConfigFile {
     pub fill_bandwidth: Option<String>,
     pub metrics: Option<String>,
     pub fetch_depth: Option<usize>,
+    /// Seconds.
+    pub outage_wait: Option<u64>,
     pub max_connections: Option<usize>,
     /// Seconds.
     pub handshake_timeout: Option<u64>,
@@ -112,6 +115,7 @@ impl ConfigFile {
         check("fill_bandwidth", self.fill_bandwidth == new.fill_bandwidth);
         check("metrics", self.metrics == new.metrics);
         check("fetch_depth", self.fetch_depth == new.fetch_depth);
+        check("outage_wait", self.outage_wait == new.outage_wait);
         check("max_connections", self.max_connections == new.max_connections);
         check("handshake_timeout", self.handshake_timeout == new.handshake_timeout);
         check("insecure_no_tls", self.insecure_no_tls == new.insecure_no_tls);

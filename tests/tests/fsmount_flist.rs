@@ -310,7 +310,8 @@ fn a_replica_that_dies_mid_read_gives_eio_and_the_mount_recovers() -> Result<()>
     std::fs::write(src.join("file.bin"), &data)?;
     let fl = pack(&env, &src, &url)?;
     let mnt = env.mkdir("mnt")?;
-    env.mount(&fl, &mnt, &["--store", &url])?;
+    // Reads wait 2 s for the store to return before they fail.
+    env.mount(&fl, &mnt, &["--store", &url, "--outage-wait", "2"])?;
     let file = mnt.join("file.bin");
     let at = |off: u64| data[off as usize..off as usize + 16].to_vec();
     ensure!(pread(&file, MIB + 5, 16)? == at(MIB + 5));

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use zosfs_tests::nbd::{NbdServer, Replica, disk_image, nbdsh_script, pack, run_text};
+use zosfs_tests::nbd::{NbdServer, Replica, disk_image, nbdsh_script, pack, run_text, stat};
 use zosfs_tests::{ChildGuard, wait_for};
 
 const MIB: u64 = 1 << 20;
@@ -123,8 +123,10 @@ fn replica_down_is_eio_for_that_request_only() -> Result<()> {
     let flist = t.path().join("img.flist");
     pack(&t.path().join("img"), &replica.url(), &flist)?;
     let spec = format!("vm={}:/disk.raw", flist.display());
-    let srv =
-        NbdServer::start(&t.path().join("cache"), &["--store", &replica.url(), "--export", &spec])?;
+    // Reads wait 2 s for the store to come back before they fail.
+    let cache = t.path().join("cache");
+    let args = ["--store", &replica.url(), "--export", &spec, "--outage-wait", "2"];
+    let srv = NbdServer::start(&cache, &args)?;
     let uri = srv.uri("vm");
     // Warm chunk 3 only: a read that does not start at 0 nor continue an
     // earlier one triggers no read-ahead, so chunk 14 stays absent.
@@ -133,11 +135,57 @@ fn replica_down_is_eio_for_that_request_only() -> Result<()> {
     replica.kill9();
     let down = run_text(&mut nbdsh_script(t.path(), "c.py", EIO_CHECK, &[&uri, "down"]))?;
     ensure!(down.contains("eio-ok"), "{down}");
+    ensure!(stat(&cache, "vm", "outage_waits_total")? == 1, "the failed read waited first");
 
     replica.restart()?;
     wait_for("reads to recover", Duration::from_secs(60), || {
         let out = nbdsh_script(t.path(), "c.py", EIO_CHECK, &[&uri, "up"]).output()?;
         Ok(String::from_utf8_lossy(&out.stdout).contains("read 4096").then_some(()))
     })?;
+    Ok(())
+}
+
+/// A store outage shorter than `--outage-wait` is a pause: a read of a
+/// chunk not yet local, made while the only replica is down, completes
+/// with the right data once it is back.
+#[test]
+fn a_read_during_a_store_outage_completes_when_the_store_returns() -> Result<()> {
+    let t = tempfile::tempdir()?;
+    let mut replica = Replica::start(&t.path().join("zdb"))?;
+    let img = disk_image(&t.path().join("img"), 16 * MIB, &[(0, (16 * MIB) as usize)])?;
+    let flist = t.path().join("img.flist");
+    pack(&t.path().join("img"), &replica.url(), &flist)?;
+    let spec = format!("vm={}:/disk.raw", flist.display());
+    let cache = t.path().join("cache");
+    let srv = NbdServer::start(&cache, &["--store", &replica.url(), "--export", &spec])?;
+    let uri = srv.uri("vm");
+
+    replica.kill9();
+    let copy = t.path().join("chunk14");
+    let reader = {
+        let (uri, copy) = (uri.clone(), copy.clone());
+        std::thread::spawn(move || {
+            run_text(std::process::Command::new("qemu-io").args([
+                "-f",
+                "raw",
+                &uri,
+                "-c",
+                &format!("read -v {} 64", 14 * MIB + 100),
+            ]))
+            .map(|out| std::fs::write(&copy, out))
+        })
+    };
+    // The read is waiting for the store (not failed): then the store returns.
+    wait_for("the read to wait for the store", Duration::from_secs(60), || {
+        Ok((stat(&cache, "vm", "outage_waits_total")? == 1).then_some(()))
+    })?;
+    replica.restart()?;
+    reader.join().expect("reader thread")??;
+    let out = std::fs::read_to_string(&copy)?;
+    ensure!(!out.contains("failed"), "the read failed: {out}");
+    let want = &std::fs::read(&img)?[(14 * MIB + 100) as usize..][..64];
+    let hex: String = want[..16].iter().map(|b| format!("{b:02x} ")).collect();
+    ensure!(out.contains(hex.trim_end()), "read gave other bytes than the image:\n{out}");
+    ensure!(stat(&cache, "vm", "fetch_errors_total")? == 0, "no fetch failed");
     Ok(())
 }

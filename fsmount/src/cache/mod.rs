@@ -77,6 +77,8 @@ struct State {
 pub struct ContentCache {
     dir: PathBuf,
     budget: Option<u64>,
+    /// How long a fetch waits out an unreachable store (LazyOptions).
+    outage_wait: std::time::Duration,
     rt: tokio::runtime::Runtime,
     /// Shared with eviction runs spawned on `rt` (which must not hold the
     /// cache itself: its last drop would drop the runtime inside a task).
@@ -215,11 +217,18 @@ impl ContentCache {
         let cache = ContentCache {
             dir: dir.to_path_buf(),
             budget,
+            outage_wait: std::time::Duration::ZERO,
             rt,
             state: Arc::new(Mutex::new(State { entries, idle: BTreeMap::new(), tick })),
         };
         cache.evict();
         Ok(cache)
+    }
+
+    /// How long reads wait out an unreachable store before EIO (applies
+    /// to contents opened later).
+    pub fn set_outage_wait(&mut self, wait: std::time::Duration) {
+        self.outage_wait = wait;
     }
 
     pub fn runtime(&self) -> &tokio::runtime::Handle {
@@ -290,6 +299,7 @@ impl ContentCache {
         let opts = LazyOptions {
             readahead: READAHEAD,
             fetch_depth: FETCH_DEPTH,
+            outage_wait: self.outage_wait,
             ..LazyOptions::default()
         };
         let src: Arc<dyn zosfs_store::lazy::ChunkSource> = source.clone();

@@ -97,6 +97,12 @@ pub struct MountArgs {
     /// Byte budget of the node cache (least recently used content goes).
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub cache_size: Option<u64>,
+    /// Seconds a read waits out an outage (no store reachable, or every
+    /// replica hanging) before it fails with EIO, retrying meanwhile: the
+    /// container sees a pause. 0: fail at once. Taken by the process that
+    /// starts the server.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub outage_wait: u64,
     /// `all`: fill every file in the background.
     #[arg(long, value_name = "MODE")]
     pub prefetch: Option<PrefetchMode>,
@@ -252,7 +258,14 @@ pub fn run(a: MountArgs, ctx: &Ctx) -> Result<ExitCode> {
     super::init_logging();
     daemon::block_signals();
     let opts_log = log_file.clone();
-    let opts = ServerOptions { cache_dir, cache_size: a.cache_size, metrics, pid_file, log_file };
+    let opts = ServerOptions {
+        cache_dir,
+        cache_size: a.cache_size,
+        outage_wait: std::time::Duration::from_secs(a.outage_wait),
+        metrics,
+        pid_file,
+        log_file,
+    };
 
     let mut server = match Server::bind(&state, opts) {
         Ok(s) => s,

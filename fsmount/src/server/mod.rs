@@ -49,6 +49,8 @@ pub struct ServerOptions {
     pub cache_dir: PathBuf,
     /// Byte budget of the node cache.
     pub cache_size: Option<u64>,
+    /// How long reads wait out an unreachable store before EIO.
+    pub outage_wait: std::time::Duration,
     pub metrics: Option<SocketAddr>,
     pub pid_file: Option<PathBuf>,
     pub log_file: Option<PathBuf>,
@@ -188,7 +190,9 @@ impl Server {
             None => None,
         };
         let pid_file = opts.pid_file.as_deref().map(PidFile::create).transpose()?;
-        let cache = Arc::new(ContentCache::open(&opts.cache_dir, opts.cache_size)?);
+        let mut cache = ContentCache::open(&opts.cache_dir, opts.cache_size)?;
+        cache.set_outage_wait(opts.outage_wait);
+        let cache = Arc::new(cache);
         Ok(Server {
             state: state.clone(),
             files: ServerFiles {

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use zosfs_flist::Codec;
 use zosfs_flist::source::FileSource;
@@ -142,7 +143,13 @@ pub struct Opener {
     /// Chunk fetches in flight per device; also the connections per remote
     /// store, since a 0-db connection carries one request at a time.
     pub fetch_depth: usize,
+    /// How long a read waits out an unreachable store before it fails.
+    pub outage_wait: Duration,
 }
+
+/// Default of `--outage-wait`: a VM's root disk rides out a few minutes
+/// of a store outage (a restart, a network blip) as a pause, not EIO.
+pub const DEFAULT_OUTAGE_WAIT: Duration = Duration::from_secs(300);
 
 impl Opener {
     pub fn new(cache_dir: &Path, store_urls: Vec<String>, engine: Arc<dyn IoEngine>) -> Self {
@@ -151,6 +158,7 @@ impl Opener {
             stores: StoreOpener::new(store_urls, zosfs_store::RouterConfig::default()),
             engine,
             fetch_depth: 0,
+            outage_wait: DEFAULT_OUTAGE_WAIT,
         };
         o.set_fetch_depth(DEFAULT_FETCH_DEPTH);
         o
@@ -192,6 +200,7 @@ impl Opener {
             fetch_depth: self.fetch_depth,
             // Read-ahead keeps most of the depth busy for one sequential reader.
             readahead: (self.fetch_depth as u32 / 2).max(1),
+            outage_wait: self.outage_wait,
             ..LazyOptions::default()
         };
         let (layout, source, image, store, urls, what): (

@@ -32,6 +32,7 @@ fn figures(e: &Export) -> Figures {
         ("fetched_chunks_total", "counter", s.fetched),
         ("fetched_bytes_total", "counter", s.fetched_bytes),
         ("fetch_errors_total", "counter", s.fetch_errors),
+        ("outage_waits_total", "counter", s.outage_waits),
         ("fetch_seconds_total_ms", "counter", s.fetch_time.as_millis() as u64),
         ("hits_total", "counter", s.hits),
         ("misses_total", "counter", s.misses),

@@ -8,7 +8,11 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::jobs::{Claim, Job, Outcome, Ready, wait_content};
 use super::{ChunkState, Inner, Step};
-use crate::error::{Result, corrupt};
+use crate::error::{ErrorKind, Result, corrupt};
+
+/// Backoff between fetch attempts during an outage.
+const OUTAGE_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+const OUTAGE_MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Inner {
     /// Fetch chunk `i`'s plaintext within the fetch depth. `bg` is a
@@ -19,7 +23,7 @@ impl Inner {
         let started = Instant::now();
         let res = {
             let _in_flight = self.counters.fetch_started();
-            self.source().fetch(i, len).await
+            self.fetch_through_outages(i, len, started).await
         };
         drop(bg);
         let res = res.and_then(|b| {
@@ -37,6 +41,42 @@ impl Inner {
             Err(e) => {
                 self.counters.fetch_errors.inc();
                 Err(e.context_prefix(format!("{}: chunk {i}", self.name)))
+            }
+        }
+    }
+
+    /// Ask the source, again and again while it says no store is
+    /// reachable, until `outage_wait` has passed since `started`. Backoff
+    /// from 100 ms to 2 s; the router hedges to other replicas meanwhile.
+    async fn fetch_through_outages(&self, i: u64, len: usize, started: Instant) -> Result<Bytes> {
+        let deadline = started + self.opts.outage_wait;
+        let mut pause = OUTAGE_FIRST_PAUSE;
+        let mut waited = false;
+        loop {
+            let res = self.source().fetch(i, len).await;
+            let now = Instant::now();
+            match res {
+                Err(e) if e.kind() == ErrorKind::Unavailable && now < deadline => {
+                    if !waited {
+                        waited = true;
+                        self.counters.outage_waits.inc();
+                        tracing::warn!(
+                            "{}: chunk {i}: {}; retrying for up to {:?}",
+                            self.name,
+                            e.chain(),
+                            self.opts.outage_wait
+                        );
+                    }
+                    tokio::time::sleep(pause.min(deadline - now)).await;
+                    pause = (pause * 2).min(OUTAGE_MAX_PAUSE);
+                }
+                Err(e) if waited => {
+                    return Err(e.context_prefix(format!(
+                        "still failing after waiting {:?} for a store",
+                        started.elapsed()
+                    )));
+                }
+                other => return other,
             }
         }
     }

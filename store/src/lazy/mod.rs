@@ -110,6 +110,12 @@ pub struct LazyOptions {
     /// Of `fetch_depth`, how many a background prefetch may use.
     pub prefetch_depth: usize,
     pub on_mismatch: OnMismatch,
+    /// Longest time a fetch keeps retrying while no store can be reached
+    /// (an outage, a hanging replica) before the read fails: like an NFS
+    /// hard mount, bounded. Zero: fail at the first unreachable answer.
+    /// A chunk that reachable stores do not have, or only corrupt, fails
+    /// at once whatever this says.
+    pub outage_wait: Duration,
     /// Longest time a state change nobody waits for stays unpersisted.
     pub state_sync_interval: Duration,
     /// Crash-test hook (see [`Step`]).
@@ -126,6 +132,7 @@ impl Default for LazyOptions {
             readahead: 8,
             prefetch_depth: 4,
             on_mismatch: OnMismatch::default(),
+            outage_wait: Duration::ZERO,
             state_sync_interval: Duration::from_secs(1),
             failpoint: None,
         }

@@ -23,6 +23,8 @@ pub(crate) struct Counters {
     pub fetched: Counter,
     pub fetched_bytes: Counter,
     pub fetch_errors: Counter,
+    /// Fetches that waited out an unreachable store (see `outage_wait`).
+    pub outage_waits: Counter,
     pub fetch_ns: Counter,
     pub fetch_ns_max: AtomicU64,
     pub in_flight: AtomicU64,
@@ -78,6 +80,8 @@ pub struct LazyStats {
     pub fetched: u64,
     pub fetched_bytes: u64,
     pub fetch_errors: u64,
+    /// Fetches that waited for an unreachable store before they ended.
+    pub outage_waits: u64,
     /// Sum and maximum of per-chunk fetch latency (source fetch + verify + decode).
     pub fetch_time: Duration,
     pub fetch_time_max: Duration,
@@ -114,6 +118,7 @@ impl Counters {
             fetched: self.fetched.get(),
             fetched_bytes: self.fetched_bytes.get(),
             fetch_errors: self.fetch_errors.get(),
+            outage_waits: self.outage_waits.get(),
             fetch_time: Duration::from_nanos(self.fetch_ns.get()),
             fetch_time_max: Duration::from_nanos(self.fetch_ns_max.load(Ordering::Relaxed)),
             fetches_in_flight: self.in_flight.load(Ordering::Relaxed),

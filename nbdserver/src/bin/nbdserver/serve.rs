@@ -39,6 +39,11 @@ pub struct ServeArgs {
     /// [default: 32]
     #[arg(long, value_name = "N")]
     pub fetch_depth: Option<usize>,
+    /// Seconds a read waits out an outage (no store reachable, or every
+    /// replica hanging) before it fails with EIO, retrying meanwhile; the
+    /// client sees a pause. 0: fail at once. [default: 300]
+    #[arg(long, value_name = "SECS")]
+    pub outage_wait: Option<u64>,
     /// TLS: PEM certificate chain of the server. With --tls-key, TCP
     /// clients must upgrade with STARTTLS (nbds:// URIs) unless
     /// --tls-allow-plain. Unix socket clients stay plain.
@@ -285,6 +290,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
         opener.set_fetch_depth(
             a.fetch_depth.or(settings.file.fetch_depth).unwrap_or(DEFAULT_FETCH_DEPTH),
         );
+        if let Some(secs) = a.outage_wait.or(settings.file.outage_wait) {
+            opener.outage_wait = Duration::from_secs(secs);
+        }
         let ctx = Arc::new(Ctx { opener, fill, bandwidth });
         let mut exports = Vec::new();
         for spec in &settings.specs {
