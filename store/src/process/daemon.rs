@@ -188,8 +188,7 @@ pub struct PidFile {
 impl PidFile {
     pub fn create(path: &Path) -> Result<PidFile> {
         let pid = std::process::id();
-        let mut f = open_own_file(path, 0o644, true)
-            .map_err(|e| e.context_prefix("pid file"))?;
+        let mut f = open_own_file(path, 0o644, true).map_err(|e| e.context_prefix("pid file"))?;
         f.write_all(format!("{pid}\n").as_bytes())
             .map_err(|e| Error::io(format!("write pid file {}", path.display()), e))?;
         Ok(PidFile { path: path.to_path_buf() })

@@ -43,12 +43,15 @@ fn not_zdb(url: &StoreUrl) -> Error {
 impl ZdbAdmin {
     /// Connect to the server of `url` (its namespace and password are not
     /// used here) and authenticate as admin when `admin` is given.
-    pub async fn connect(url: &StoreUrl, admin: Option<&Secret>, timeout: Duration) -> Result<Self> {
+    pub async fn connect(
+        url: &StoreUrl,
+        admin: Option<&Secret>,
+        timeout: Duration,
+    ) -> Result<Self> {
         let Backend::Zdb { addr, .. } = &url.backend else { return Err(not_zdb(url)) };
         let name = url.redacted();
-        let conn = Conn::connect(addr, timeout)
-            .await
-            .map_err(|t| transport_error(&name, "connect", t))?;
+        let conn =
+            Conn::connect(addr, timeout).await.map_err(|t| transport_error(&name, "connect", t))?;
         let mut admin_conn = ZdbAdmin { conn, name, timeout };
         if let Some(pw) = admin {
             admin_conn.auth(pw).await?;
@@ -61,13 +64,14 @@ impl ZdbAdmin {
     }
 
     async fn auth(&mut self, pw: &Secret) -> Result<()> {
-        let nonce = match self.call("AUTH", redis::cmd("AUTH").arg("SECURE").arg("CHALLENGE")).await? {
-            Value::SimpleString(n) => n,
-            Value::ServerError(e) if server_error_text(&e) == "Authentication disabled" => {
-                return Ok(self.auth_disabled());
-            }
-            other => return Err(self.refused("AUTH SECURE CHALLENGE", other)),
-        };
+        let nonce =
+            match self.call("AUTH", redis::cmd("AUTH").arg("SECURE").arg("CHALLENGE")).await? {
+                Value::SimpleString(n) => n,
+                Value::ServerError(e) if server_error_text(&e) == "Authentication disabled" => {
+                    return Ok(self.auth_disabled());
+                }
+                other => return Err(self.refused("AUTH SECURE CHALLENGE", other)),
+            };
         let hash = secure_hash(&nonce, pw);
         match self.call("AUTH", redis::cmd("AUTH").arg("SECURE").arg(hash)).await? {
             Value::Okay => Ok(()),
@@ -156,7 +160,9 @@ fn transport_error(name: &str, what: &str, t: Transport) -> Error {
 /// The namespace commands' own error replies, then the common ones.
 fn ns_error(name: &str, what: &str, text: &str) -> Error {
     let (kind, why) = match text {
-        "This namespace is not available" => (ErrorKind::InvalidInput, "the namespace exists already"),
+        "This namespace is not available" => {
+            (ErrorKind::InvalidInput, "the namespace exists already")
+        }
         "This namespace doesn't exists" | "Namespace not found" => {
             (ErrorKind::NotFound, "no such namespace")
         }

@@ -56,7 +56,8 @@ fn counters(sh: &Shared, out: &mut String) {
 fn commands(sh: &Shared, out: &mut String) {
     family(out, "requests_total", "counter", "Requests by command");
     for (cmd, n) in sh.stats.by_command.snapshot() {
-        let _ = writeln!(out, "zosfs_serve_requests_total{{command=\"{}\"}} {n}", escape_label(cmd));
+        let _ =
+            writeln!(out, "zosfs_serve_requests_total{{command=\"{}\"}} {n}", escape_label(cmd));
     }
 }
 

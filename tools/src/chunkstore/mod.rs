@@ -144,18 +144,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 async fn run_async(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
-            Cmd::Put(a) => io::put(a).await,
-            Cmd::Get(a) => io::get(a).await,
-            Cmd::Has(a) => io::has(a).await,
-            Cmd::Repair(a) => repair::repair(a).await,
-            Cmd::Serve(_) => unreachable!("run() serves without a runtime of its own"),
-            Cmd::Stat(a) => stat::stat(a).await,
-            Cmd::Fsck(a) => fsck::fsck(a).await,
-            Cmd::Gc(a) => gc::gc(a).await,
-            Cmd::Ns(a) => ns::ns(a).await,
-            Cmd::Own(a) => own::own(a).await,
-            Cmd::Bench(a) => bench::bench(a).await,
-            Cmd::DelayProxy(a) => delay_proxy::run(a).await,
-            Cmd::ReadAll(a) => bench_shared::read_all_cmd(a).await,
+        Cmd::Put(a) => io::put(a).await,
+        Cmd::Get(a) => io::get(a).await,
+        Cmd::Has(a) => io::has(a).await,
+        Cmd::Repair(a) => repair::repair(a).await,
+        Cmd::Serve(_) => unreachable!("run() serves without a runtime of its own"),
+        Cmd::Stat(a) => stat::stat(a).await,
+        Cmd::Fsck(a) => fsck::fsck(a).await,
+        Cmd::Gc(a) => gc::gc(a).await,
+        Cmd::Ns(a) => ns::ns(a).await,
+        Cmd::Own(a) => own::own(a).await,
+        Cmd::Bench(a) => bench::bench(a).await,
+        Cmd::DelayProxy(a) => delay_proxy::run(a).await,
+        Cmd::ReadAll(a) => bench_shared::read_all_cmd(a).await,
     }
 }

@@ -134,9 +134,12 @@ impl Props {
         } else if let Some(pw) = url_password {
             out.push(("password", pw.expose().to_string()));
         }
-        for (name, v) in
-            [("public", self.public), ("worm", self.worm), ("lock", self.lock), ("freeze", self.freeze)]
-        {
+        for (name, v) in [
+            ("public", self.public),
+            ("worm", self.worm),
+            ("lock", self.lock),
+            ("freeze", self.freeze),
+        ] {
             if let Some(b) = v {
                 out.push((name, flag(b)));
             }
@@ -233,8 +236,10 @@ pub async fn ns(a: NsArgs) -> Result<ExitCode> {
             let ns = namespace_of(&url)?;
             let changes = props.changes(None)?;
             if changes.is_empty() {
-                bail!("nothing to set: give at least one of --password-file, --no-password, \
-                       --public, --maxsize, --mode, --worm, --lock, --freeze");
+                bail!(
+                    "nothing to set: give at least one of --password-file, --no-password, \
+                       --public, --maxsize, --mode, --worm, --lock, --freeze"
+                );
             }
             apply(&mut target.connect(&url).await?, ns, &changes).await?;
             println!("updated namespace {ns} on {}", url.redacted());

@@ -197,8 +197,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     let cfg = config(a)?;
     hide_passwords(&cfg)?;
     // Before detaching: the default log file lives there.
-    std::fs::create_dir_all(&cfg.data)
-        .with_context(|| format!("create {}", cfg.data.display()))?;
+    std::fs::create_dir_all(&cfg.data).with_context(|| format!("create {}", cfg.data.display()))?;
     let started = process.start("chunkstore serve", &cfg.data.join("serve.log"))?;
     let rt = match super::runtime() {
         Ok(rt) => rt,
@@ -212,10 +211,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
 
 /// Bind the server and the metrics endpoint; on success tell a waiting
 /// `-d` parent where it listens.
-async fn bind(
-    cfg: ServerConfig,
-    metrics: Option<SocketAddr>,
-) -> Result<(Server, Vec<String>)> {
+async fn bind(cfg: ServerConfig, metrics: Option<SocketAddr>) -> Result<(Server, Vec<String>)> {
     let unix = cfg.unix.clone();
     let data = cfg.data.clone();
     let server = Server::bind(cfg).await.with_context(|| format!("serve {}", data.display()))?;
@@ -235,7 +231,11 @@ async fn bind(
     Ok((server, listening))
 }
 
-async fn serve(cfg: ServerConfig, metrics: Option<SocketAddr>, started: Started) -> Result<ExitCode> {
+async fn serve(
+    cfg: ServerConfig,
+    metrics: Option<SocketAddr>,
+    started: Started,
+) -> Result<ExitCode> {
     // Install the handlers before binding: a stop request during start-up
     // is then handled as a clean shutdown.
     let stop = tokio::spawn(stop_signal());
