@@ -204,7 +204,7 @@ impl Drop for Daemon {
 fn address_after(text: &str, prefix: &str) -> Result<SocketAddr> {
     let at = text.find(prefix).with_context(|| format!("{prefix:?} in {text:?}"))?;
     let rest = &text[at + prefix.len()..];
-    let end = rest.find(|c: char| c == ',' || c == ' ' || c == '/').unwrap_or(rest.len());
+    let end = rest.find([',', ' ', '/']).unwrap_or(rest.len());
     Ok(rest[..end].parse()?)
 }
 

@@ -196,8 +196,12 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     let process = a.process.options();
     let cfg = config(a)?;
     hide_passwords(&cfg)?;
-    // Before detaching: the default log file lives there.
-    std::fs::create_dir_all(&cfg.data).with_context(|| format!("create {}", cfg.data.display()))?;
+    // -d without --log-file logs into DATA, which must exist before
+    // detaching (otherwise nothing is created before the checks of bind).
+    if process.daemon && process.log_file.is_none() {
+        std::fs::create_dir_all(&cfg.data)
+            .with_context(|| format!("create {}", cfg.data.display()))?;
+    }
     let started = process.start("chunkstore serve", &cfg.data.join("serve.log"))?;
     let rt = match super::runtime() {
         Ok(rt) => rt,
