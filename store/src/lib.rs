@@ -13,9 +13,9 @@
 //!   [`remote`] — 0-db and Redis;
 //! * [`engine`] — disk I/O: io_uring or pread/pwrite, chosen by a probe;
 //! * [`chunk`] — ids and the convergent codec; [`url`] — store URLs;
-//! * [`server`] — a 0-db-compatible RESP server over the local engine.
+//! * [`server`] — a 0-db-compatible RESP server over the local engine;
+//! * [`process`] — daemon mode, pid / log files, `--metrics` HTTP.
 
-pub mod argv;
 pub mod backend;
 pub mod chunk;
 mod cursor;
@@ -26,6 +26,7 @@ pub mod local;
 pub mod malloc;
 pub mod node;
 pub mod open;
+pub mod process;
 pub mod remote;
 pub mod router;
 pub mod server;

@@ -108,6 +108,14 @@ impl StoreUrl {
         s.parse()
     }
 
+    /// The password of a 0-db or Redis URL.
+    pub fn password(&self) -> Option<&Secret> {
+        match &self.backend {
+            Backend::Zdb { password, .. } | Backend::Redis { password, .. } => password.as_ref(),
+            _ => None,
+        }
+    }
+
     pub fn is_local(&self) -> bool {
         matches!(self.backend, Backend::Local { .. })
     }

@@ -8,7 +8,7 @@ use zosfs_fsmount::cli::{Cli, run};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // /proc/PID/cmdline is world-readable: no passwords there from now on.
-    zosfs_store::argv::hide_secrets(&[]);
+    zosfs_store::process::argv::hide_secrets(&[]);
     zosfs_store::malloc::tune_for_mounts();
     match run(cli) {
         Ok(code) => code,

@@ -250,7 +250,7 @@ pub fn run(a: MountArgs, ctx: &Ctx) -> Result<ExitCode> {
     let readiness = match (&log_file, a.daemon) {
         (Some(log), true) => daemon::daemonize(log)?,
         (Some(log), false) => {
-            redirect_stderr(log)?;
+            daemon::redirect_stderr(log)?;
             Readiness::foreground()
         }
         _ => Readiness::foreground(),
@@ -326,18 +326,6 @@ pub fn run(a: MountArgs, ctx: &Ctx) -> Result<ExitCode> {
     server.run()?;
     tracing::info!("no mount left; exiting");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Foreground with --log-file: send our stderr (the log) there.
-fn redirect_stderr(log: &Path) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let f = crate::sys::open_own_file(log, 0o600, false)
-        .with_context(|| format!("open log file {}", log.display()))?;
-    // SAFETY: dup2 of a descriptor we own onto stderr.
-    if unsafe { libc::dup2(f.as_raw_fd(), 2) } < 0 {
-        return Err(std::io::Error::last_os_error()).context("redirect stderr");
-    }
-    Ok(())
 }
 
 /// ` (log PATH)` for the message of a daemon that logs to a file.

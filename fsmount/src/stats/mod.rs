@@ -3,12 +3,14 @@
 //! a [`Snapshot`] is what `fsmount stats`, `fsmount list` and the
 //! Prometheus endpoint show.
 
-pub mod http;
+/// The `--metrics` responder, shared with `chunkstore serve`.
+pub use zosfs_store::process::http;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use zosfs_store::process::http::escape_label;
 
 /// Upper bounds of the fetch latency buckets, in microseconds.
 pub const LATENCY_BOUNDS_US: [u64; 16] = [
@@ -239,10 +241,6 @@ fn fmt_us(us: u64) -> String {
     } else {
         format!("{us}µs")
     }
-}
-
-fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]

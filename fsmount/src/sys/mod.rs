@@ -141,32 +141,3 @@ pub fn bind_private(path: &Path) -> std::io::Result<std::os::unix::net::UnixList
     }
     Ok(std::os::unix::net::UnixListener::from(sock))
 }
-
-/// Open (creating with `mode`) a file fsmount writes at a path that may
-/// lie in a directory others can write to (`--pid-file`, `--log-file`):
-/// a symlink at the path is refused (O_NOFOLLOW), and so is anything but a
-/// regular file with one name, so a planted link cannot make root append
-/// to or truncate another file. `truncate` empties it after the checks.
-pub fn open_own_file(path: &Path, mode: u32, truncate: bool) -> Result<File> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let what = |e| Error::io(format!("open {} (symlinks are refused)", path.display()), e);
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(!truncate)
-        .write(true)
-        .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(what)?;
-    let md = f.metadata().map_err(what)?;
-    if !md.is_file() || md.nlink() != 1 {
-        return Err(invalid(format!(
-            "{} is not a plain file with a single name; refusing to write it",
-            path.display()
-        )));
-    }
-    if truncate {
-        f.set_len(0).map_err(|e| Error::io(format!("truncate {}", path.display()), e))?;
-    }
-    Ok(f)
-}

@@ -11,6 +11,7 @@
 //! [`MAX_BLOB`] are refused before anything is sent (0-db drops the
 //! connection on them). Messages name the URL without its password.
 
+pub mod admin;
 mod conn;
 mod pool;
 mod redis;

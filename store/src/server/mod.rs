@@ -9,6 +9,7 @@
 //!   (namespace, admin, nonce) and 0-db's exact replies;
 //! * [`ns`] — namespaces: in-memory index rebuilt from a CRC-framed
 //!   metadata journal per namespace; values in a [`DynStore`];
+//! * [`metrics`] — the counters as Prometheus text (`--metrics`);
 //! * [`conn`] — one task per connection; this module binds listeners,
 //!   accepts (at most [`ServerConfig::max_connections`] at once), syncs
 //!   periodically and shuts down cleanly.
@@ -20,6 +21,7 @@
 
 pub mod conn;
 pub mod dialect;
+pub mod metrics;
 pub mod ns;
 pub mod wire;
 
@@ -27,6 +29,7 @@ use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -370,6 +373,7 @@ impl Spawner {
     {
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             tracing::debug!("refusing a connection: {} are open", self.max);
+            self.shared.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
             // Its own short-lived task: a client that does not read must not
             // hold up accepting.
             tokio::spawn(async move {
@@ -384,7 +388,9 @@ impl Spawner {
         let (shared, down, alive) = (self.shared.clone(), self.down.clone(), self.alive.clone());
         let limits = self.limits;
         tokio::spawn(async move {
-            conn::serve(stream, shared, down, peer, limits).await;
+            shared.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+            conn::serve(stream, shared.clone(), down, peer, limits).await;
+            shared.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
             drop::<OwnedSemaphorePermit>(slot);
             drop(alive);
         });

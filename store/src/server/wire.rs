@@ -256,6 +256,8 @@ pub struct ReplyBuf {
     head: BytesMut,
     segments: VecDeque<Bytes>,
     len: usize,
+    /// Error replies queued so far (for the server's counters).
+    errors: u64,
 }
 
 impl ReplyBuf {
@@ -296,7 +298,13 @@ impl ReplyBuf {
 
     /// `-text`
     pub fn error(&mut self, text: &str) {
+        self.errors += 1;
         self.put_line(b'-', text.as_bytes());
+    }
+
+    /// Error replies queued since this buffer was made.
+    pub fn errors(&self) -> u64 {
+        self.errors
     }
 
     /// `:n`

@@ -9,7 +9,7 @@ fn main() -> ExitCode {
     zosfs_tools::init_logging();
     let cli = Cli::parse();
     // /proc/PID/cmdline is world-readable: no passwords there from now on.
-    zosfs_store::argv::hide_secrets(&["--admin"]);
+    zosfs_store::process::argv::hide_secrets(&["--admin"]);
     match run(cli) {
         Ok(code) => code,
         // The reader of our output went away (`chunkstore ... | head`).

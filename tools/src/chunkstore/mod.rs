@@ -9,6 +9,7 @@ mod delay_proxy;
 mod fsck;
 mod gc;
 mod io;
+mod ns;
 mod own;
 mod repair;
 mod serve;
@@ -87,6 +88,8 @@ pub enum Cmd {
     Stat(stat::StatArgs),
     /// Verify every record of a local store; quarantine bad ones.
     Fsck(fsck::FsckArgs),
+    /// Create, list, show, change and delete namespaces of a 0-db server.
+    Ns(ns::NsArgs),
     /// Compact a local store now.
     Gc(gc::GcArgs),
     // Help text: the doc comment of OwnArgs.
@@ -101,27 +104,58 @@ pub enum Cmd {
     ReadAll(bench_shared::ReadAllArgs),
 }
 
+/// `-d`, `--pid-file`, `--log-file` of a serving command.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DaemonArgs {
+    /// Detach once serving; the command exits with the start-up outcome.
+    #[arg(short = 'd', long)]
+    pub daemon: bool,
+    /// Write the serving process's pid here (removed at exit; a symlink
+    /// at the path is refused).
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<std::path::PathBuf>,
+    /// Append the log (stderr) here (a symlink at the path is refused).
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<std::path::PathBuf>,
+}
+
+impl DaemonArgs {
+    pub fn options(&self) -> zosfs_store::process::daemon::DaemonOptions {
+        zosfs_store::process::daemon::DaemonOptions {
+            daemon: self.daemon,
+            pid_file: self.pid_file.clone(),
+            log_file: self.log_file.clone(),
+        }
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let rt = runtime()?;
-    rt.block_on(async move {
-        match cli.cmd {
-            Cmd::Put(a) => io::put(a).await,
-            Cmd::Get(a) => io::get(a).await,
-            Cmd::Has(a) => io::has(a).await,
-            Cmd::Repair(a) => repair::repair(a).await,
-            Cmd::Serve(a) => serve::serve(a).await,
-            Cmd::Stat(a) => stat::stat(a).await,
-            Cmd::Fsck(a) => fsck::fsck(a).await,
-            Cmd::Gc(a) => gc::gc(a).await,
-            Cmd::Own(a) => own::own(a).await,
-            Cmd::Bench(a) => bench::bench(a).await,
-            Cmd::DelayProxy(a) => delay_proxy::run(a).await,
-            Cmd::ReadAll(a) => bench_shared::read_all_cmd(a).await,
-        }
-    })
+    match cli.cmd {
+        // Starts its runtime itself, after detaching with -d.
+        Cmd::Serve(a) => serve::run(a),
+        cmd => runtime()?.block_on(run_async(cmd)),
+    }
+}
+
+async fn run_async(cmd: Cmd) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Put(a) => io::put(a).await,
+        Cmd::Get(a) => io::get(a).await,
+        Cmd::Has(a) => io::has(a).await,
+        Cmd::Repair(a) => repair::repair(a).await,
+        Cmd::Serve(_) => unreachable!("run() serves without a runtime of its own"),
+        Cmd::Stat(a) => stat::stat(a).await,
+        Cmd::Fsck(a) => fsck::fsck(a).await,
+        Cmd::Gc(a) => gc::gc(a).await,
+        Cmd::Ns(a) => ns::ns(a).await,
+        Cmd::Own(a) => own::own(a).await,
+        Cmd::Bench(a) => bench::bench(a).await,
+        Cmd::DelayProxy(a) => delay_proxy::run(a).await,
+        Cmd::ReadAll(a) => bench_shared::read_all_cmd(a).await,
+    }
 }

@@ -5,8 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result, bail};
 use zosfs_store::StoreUrl;
+use zosfs_store::process::daemon::Started;
+use zosfs_store::process::http;
 use zosfs_store::server::{Password, Server, ServerConfig, ServerMode};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
@@ -40,6 +44,11 @@ pub enum ModeArg {
 /// --request-timeout, at most --max-connections clients are served, and a
 /// connection is closed after 3 wrong passwords (later attempts from the
 /// same address are spaced out, doubling per failure).
+///
+/// With -d the server detaches once it listens (the command exits 0 and
+/// prints where, or exits 1 with the start-up error); its log goes to
+/// --log-file (default DATA/serve.log). Passwords given on the command
+/// line are masked in it once read.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// TCP address to listen on: HOST:PORT, or just PORT for 127.0.0.1:PORT.
@@ -90,6 +99,12 @@ pub struct ServeArgs {
     /// fsync the journal before every reply to a write (slower, no loss on power failure).
     #[arg(long)]
     pub sync: bool,
+    /// Serve Prometheus metrics (GET /metrics) on this address: PORT,
+    /// :PORT or HOST:PORT (a bare port binds 127.0.0.1), e.g. 127.0.0.1:9901.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    #[command(flatten)]
+    pub process: super::DaemonArgs,
 }
 
 /// `PORT`, `:PORT`, `HOST:PORT` or `[V6]:PORT`; a bare port binds 127.0.0.1.
@@ -109,17 +124,6 @@ fn parse_listen(s: &str) -> Result<SocketAddr> {
         .with_context(|| format!("--listen {s:?}: resolves to no address"))
 }
 
-/// The first line of an --admin-file.
-fn read_admin_file(path: &std::path::Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--admin-file {}", path.display()))?;
-    let pw = text.lines().next().unwrap_or("").to_string();
-    if pw.is_empty() {
-        bail!("--admin-file {}: the first line (the password) is empty", path.display());
-    }
-    Ok(pw)
-}
-
 fn config(a: ServeArgs) -> Result<ServerConfig> {
     if a.sync_time == 0 {
         bail!("--sync-time must be at least 1 second");
@@ -128,7 +132,7 @@ fn config(a: ServeArgs) -> Result<ServerConfig> {
         bail!("--request-timeout must be at least 1 second");
     }
     let admin = match (&a.admin_file, a.admin) {
-        (Some(path), _) => Some(read_admin_file(path)?),
+        (Some(path), _) => Some(super::ns::read_first_line(path, "--admin-file")?),
         (None, admin) => admin,
     };
     if a.protect && admin.is_none() {
@@ -169,20 +173,72 @@ pub(super) async fn stop_signal() -> Result<()> {
     Ok(())
 }
 
-pub async fn serve(a: ServeArgs) -> Result<ExitCode> {
+/// Parse and check everything, detach with -d, then serve on a runtime
+/// started in the process that serves (fork keeps only the calling thread).
+pub fn run(a: ServeArgs) -> Result<ExitCode> {
+    let metrics = a.metrics.as_deref().map(http::parse_addr).transpose()?;
+    let process = a.process.options();
     let cfg = config(a)?;
+    // -d without --log-file logs into DATA, which must exist before
+    // detaching (otherwise nothing is created before the checks of bind).
+    if process.daemon && process.log_file.is_none() {
+        std::fs::create_dir_all(&cfg.data)
+            .with_context(|| format!("create {}", cfg.data.display()))?;
+    }
+    let started = process.start("chunkstore serve", &cfg.data.join("serve.log"))?;
+    let rt = match super::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            started.readiness.failed(&format!("{e:#}"));
+            return Err(e);
+        }
+    };
+    rt.block_on(serve(cfg, metrics, started))
+}
+
+/// Bind the server and the metrics endpoint; on success tell a waiting
+/// `-d` parent where it listens.
+async fn bind(cfg: ServerConfig, metrics: Option<SocketAddr>) -> Result<(Server, Vec<String>)> {
     let unix = cfg.unix.clone();
     let data = cfg.data.clone();
+    let server = Server::bind(cfg).await.with_context(|| format!("serve {}", data.display()))?;
+    let mut listening = Vec::new();
+    if let Some(addr) = server.local_addr() {
+        listening.push(addr.to_string());
+    }
+    if let Some(p) = &unix {
+        listening.push(format!("unix:{}", p.display()));
+    }
+    if let Some(addr) = metrics {
+        let shared = server.shared().clone();
+        let render = Arc::new(move || zosfs_store::server::metrics::render(&shared));
+        let bound = http::serve(addr, render)?;
+        listening.push(format!("metrics http://{bound}/metrics"));
+    }
+    Ok((server, listening))
+}
+
+async fn serve(
+    cfg: ServerConfig,
+    metrics: Option<SocketAddr>,
+    started: Started,
+) -> Result<ExitCode> {
     // Install the handlers before binding: a stop request during start-up
     // is then handled as a clean shutdown.
     let stop = tokio::spawn(stop_signal());
-    let server = Server::bind(cfg).await.with_context(|| format!("serve {}", data.display()))?;
-    if let Some(addr) = server.local_addr() {
-        eprintln!("chunkstore serve: listening on {addr}");
+    let (server, listening) = match bind(cfg, metrics).await {
+        Ok(b) => b,
+        Err(e) => {
+            started.readiness.failed(&format!("{e:#}"));
+            return Err(e);
+        }
+    };
+    for l in &listening {
+        eprintln!("chunkstore serve: listening on {l}");
     }
-    if let Some(p) = &unix {
-        eprintln!("chunkstore serve: listening on unix:{}", p.display());
-    }
+    let note = started.log_note();
+    started.readiness.ready(&format!("listening on {}{note}", listening.join(", ")));
+    let _pid_file = started.pid_file;
     server
         .run(async move {
             match stop.await {

@@ -76,7 +76,7 @@ fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     // /proc/PID/cmdline is world-readable: no passwords there from now on.
-    zosfs_store::argv::hide_secrets(&[]);
+    zosfs_store::process::argv::hide_secrets(&[]);
     let res = match cli.cmd {
         None => serve::run(cli.serve),
         Some(Cmd::Commit(a)) => commit::run(a),

@@ -13,6 +13,7 @@ use zosfs_nbdserver::server::export::DEFAULT_FETCH_DEPTH;
 use zosfs_nbdserver::server::tls::{Tls, TlsFiles};
 use zosfs_nbdserver::server::{Export, ExportTable, Listener, Opener, Server, ServerConfig};
 use zosfs_store::engine::shared_engine;
+use zosfs_store::process::daemon::{DaemonOptions, Started};
 
 use crate::settings::{DeviceArgs, Settings};
 
@@ -76,6 +77,35 @@ pub struct ServeArgs {
     /// server refuses to start.
     #[arg(long)]
     pub insecure_no_tls: bool,
+    #[command(flatten)]
+    pub process: DaemonArgs,
+}
+
+/// `-d`, `--pid-file`, `--log-file` (the work is
+/// `zosfs_store::process::daemon`, shared with fsmount and chunkstore serve).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DaemonArgs {
+    /// Detach once every listener is bound; the command exits with the
+    /// start-up outcome. The log goes to --log-file (default CACHE_DIR/nbdserver.log).
+    #[arg(short = 'd', long)]
+    pub daemon: bool,
+    /// Write the serving process's pid here (removed at exit; a symlink
+    /// at the path is refused).
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Append the log (stderr) here (a symlink at the path is refused).
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    fn options(&self) -> DaemonOptions {
+        DaemonOptions {
+            daemon: self.daemon,
+            pid_file: self.pid_file.clone(),
+            log_file: self.log_file.clone(),
+        }
+    }
 }
 
 /// What start-up and reloads need to open devices.
@@ -281,35 +311,79 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let mode = if t.required { "required" } else { "offered" };
         tracing::info!("TLS {mode} on TCP listeners");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move {
-        std::fs::create_dir_all(&settings.cache_dir)
-            .with_context(|| format!("create cache dir {}", settings.cache_dir.display()))?;
-        let engine = shared_engine(a.devices.engine).context("open the I/O engine")?;
-        let mut opener = Opener::new(&settings.cache_dir, settings.stores.clone(), engine.clone());
-        opener.set_fetch_depth(
-            a.fetch_depth.or(settings.file.fetch_depth).unwrap_or(DEFAULT_FETCH_DEPTH),
-        );
-        if let Some(secs) = a.outage_wait.or(settings.file.outage_wait) {
-            opener.outage_wait = Duration::from_secs(secs);
+    // Before detaching: the default log file lives there.
+    std::fs::create_dir_all(&settings.cache_dir)
+        .with_context(|| format!("create cache dir {}", settings.cache_dir.display()))?;
+    let started =
+        a.process.options().start("nbdserver", &settings.cache_dir.join("nbdserver.log"))?;
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            started.readiness.failed(&format!("start the runtime: {e}"));
+            return Err(e.into());
         }
-        let ctx = Arc::new(Ctx { opener, fill, bandwidth });
-        let mut exports = Vec::new();
-        for spec in &settings.specs {
-            exports.push(ctx.open(spec).await?);
+    };
+    rt.block_on(serve(a, settings, fill, bandwidth, tls, started))
+}
+
+/// Open the exports and bind the listeners; on success tell a waiting
+/// `-d` parent where it listens, then serve until SIGTERM / SIGINT.
+async fn serve(
+    a: ServeArgs,
+    settings: Settings,
+    fill: FillMode,
+    bandwidth: Option<u64>,
+    tls: Option<Tls>,
+    started: Started,
+) -> Result<()> {
+    let note = started.log_note();
+    let _pid_file = started.pid_file;
+    let bound = start(&a, &settings, fill, bandwidth, tls).await;
+    let (server, listeners, table, ctx) = match bound {
+        Ok(b) => b,
+        Err(e) => {
+            started.readiness.failed(&format!("{e:#}"));
+            return Err(e);
         }
-        let listeners = listeners(&a, &settings, tls.as_ref()).await?;
-        let table = Arc::new(ExportTable::new(exports));
-        let server = Server::with_tls(table.clone(), server_config(&a, &settings), tls);
-        for l in &listeners {
-            tracing::info!("listening on {} (I/O engine {})", l.describe(), engine.name());
-        }
-        let stop = stop_signal(a.devices.clone(), ctx.clone(), table.clone());
-        server.run(listeners, stop).await?;
-        for e in table.all() {
-            e.device.cancel_fills();
-        }
-        tracing::info!("all devices flushed; exiting");
-        Ok(())
-    })
+    };
+    let addrs: Vec<String> = listeners.iter().map(|l| l.describe()).collect();
+    started.readiness.ready(&format!("listening on {}{note}", addrs.join(", ")));
+    let stop = stop_signal(a.devices.clone(), ctx, table.clone());
+    server.run(listeners, stop).await?;
+    for e in table.all() {
+        e.device.cancel_fills();
+    }
+    tracing::info!("all devices flushed; exiting");
+    Ok(())
+}
+
+type Bound = (Server, Vec<Listener>, Arc<ExportTable>, Arc<Ctx>);
+
+async fn start(
+    a: &ServeArgs,
+    settings: &Settings,
+    fill: FillMode,
+    bandwidth: Option<u64>,
+    tls: Option<Tls>,
+) -> Result<Bound> {
+    let engine = shared_engine(a.devices.engine).context("open the I/O engine")?;
+    let mut opener = Opener::new(&settings.cache_dir, settings.stores.clone(), engine.clone());
+    opener.set_fetch_depth(
+        a.fetch_depth.or(settings.file.fetch_depth).unwrap_or(DEFAULT_FETCH_DEPTH),
+    );
+    if let Some(secs) = a.outage_wait.or(settings.file.outage_wait) {
+        opener.outage_wait = Duration::from_secs(secs);
+    }
+    let ctx = Arc::new(Ctx { opener, fill, bandwidth });
+    let mut exports = Vec::new();
+    for spec in &settings.specs {
+        exports.push(ctx.open(spec).await?);
+    }
+    let listeners = listeners(a, settings, tls.as_ref()).await?;
+    let table = Arc::new(ExportTable::new(exports));
+    let server = Server::with_tls(table.clone(), server_config(a, settings), tls);
+    for l in &listeners {
+        tracing::info!("listening on {} (I/O engine {})", l.describe(), engine.name());
+    }
+    Ok((server, listeners, table, ctx))
 }

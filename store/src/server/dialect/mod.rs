@@ -59,15 +59,53 @@ pub struct DialectConfig {
     pub data_dir: PathBuf,
 }
 
-/// Server-wide counters (INFO).
+/// Server-wide counters (INFO, and `--metrics`).
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Connections served since start.
     pub clients: AtomicU64,
+    /// Connections being served now.
+    pub connections_open: AtomicU64,
+    /// Connections closed at once for being over --max-connections.
+    pub connections_refused: AtomicU64,
     pub commands_valid: AtomicU64,
     pub commands_failed: AtomicU64,
     pub admin_failed: AtomicU64,
+    /// Wrong passwords (AUTH or SELECT).
+    pub auth_failed: AtomicU64,
+    /// Error replies to known commands.
+    pub error_replies: AtomicU64,
+    pub by_command: CommandCounts,
     pub network_rx: AtomicU64,
     pub network_tx: AtomicU64,
+}
+
+/// Requests per command, indexed by `Cmd`.
+#[derive(Debug)]
+pub struct CommandCounts(Box<[AtomicU64]>);
+
+impl Default for CommandCounts {
+    fn default() -> Self {
+        CommandCounts((0..=Cmd::LAST as usize).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl CommandCounts {
+    fn bump(&self, cmd: Cmd) {
+        bump(&self.0[cmd as usize]);
+    }
+
+    /// (command name, requests) of every command, in 0-db's table order.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let mut seen = Vec::new();
+        for &(name, cmd) in TABLE {
+            // Aliases (SETX, SCANX) count under their command's first name.
+            if !seen.iter().any(|&(_, c)| c == cmd) {
+                seen.push((name, cmd));
+            }
+        }
+        seen.into_iter().map(|(n, c)| (n, self.0[c as usize].load(Ordering::Relaxed))).collect()
+    }
 }
 
 fn bump(c: &AtomicU64) {
@@ -195,6 +233,11 @@ enum Cmd {
     Select,
     Reload,
     Flush,
+}
+
+impl Cmd {
+    /// The last variant: counters are indexed by `Cmd as usize`.
+    const LAST: Cmd = Cmd::Flush;
 }
 
 /// 0-db's table, in its order: a name matches the first entry it is a
@@ -357,7 +400,9 @@ pub async fn execute(
         return After::Continue;
     };
     bump(&sh.stats.commands_valid);
+    sh.stats.by_command.bump(cmd);
     let failures = se.auth_failures;
+    let errors = out.errors();
     if checks_password(cmd, &req) {
         sh.auth_throttle.admit(se.peer).await;
     }
@@ -381,7 +426,11 @@ pub async fn execute(
         Cmd::Data => system::data(sh, se, &req, out),
         Cmd::Set => data::set(sh, se, &req, out).await,
         Cmd::Get => data::get(se, &req, out).await,
-        Cmd::MGet => return data::mget(se, &req, out, drain).await,
+        Cmd::MGet => {
+            let after = data::mget(se, &req, out, drain).await;
+            sh.stats.error_replies.fetch_add(out.errors() - errors, Ordering::Relaxed);
+            return after;
+        }
         Cmd::Del => data::del(sh, se, &req, out).await,
         Cmd::Exists => data::exists(se, &req, out),
         Cmd::Check => data::check(se, &req, out).await,
@@ -410,7 +459,9 @@ pub async fn execute(
         Cmd::Reload => namespace::reload(sh, se, &req, out),
         Cmd::Flush => namespace::flush(sh, se, out),
     }
+    sh.stats.error_replies.fetch_add(out.errors() - errors, Ordering::Relaxed);
     if se.auth_failures > failures {
+        bump(&sh.stats.auth_failed);
         sh.auth_throttle.failed(se.peer);
         if se.auth_failures >= MAX_FAILURES_PER_CONN {
             tracing::info!("closing a connection after {} wrong passwords", se.auth_failures);
