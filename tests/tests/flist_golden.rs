@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 use sha2::{Digest, Sha256};
+use zosfs_flist::native::Version;
 use zosfs_flist::{Flist, Inode, Kind, OpenOptions, Step, Tree, walk};
 use zosfs_tests::flist::{dir_url, flist, run};
 
@@ -103,7 +104,8 @@ fn list_fixture(name: &str, tmp: &Path) -> Result<(Flist, String)> {
     let fl = Flist::open_with(&file, &OpenOptions { cache_dir: cache.clone() })
         .with_context(|| format!("open {name}"))?;
     let mut cat = |path: &str| -> Result<Vec<u8>> {
-        let out = run(flist(&cache).args(["cat", "--store", &dir_url(&store)]).arg(&file).arg(path))?;
+        let out =
+            run(flist(&cache).args(["cat", "--store", &dir_url(&store)]).arg(&file).arg(path))?;
         Ok(out.stdout)
     };
     let text = listing(&fl, &mut cat)?;
@@ -118,7 +120,8 @@ fn check_fixture(name: &str) -> Result<Flist> {
         std::fs::write(&expected_path, &got)?;
     }
     let expected = std::fs::read_to_string(&expected_path)?;
-    let (got_lines, want_lines): (Vec<_>, Vec<_>) = (got.lines().collect(), expected.lines().collect());
+    let (got_lines, want_lines): (Vec<_>, Vec<_>) =
+        (got.lines().collect(), expected.lines().collect());
     for (g, w) in got_lines.iter().zip(&want_lines) {
         ensure!(g == w, "{name}: entry differs\n  got:  {g}\n  want: {w}");
     }
@@ -139,5 +142,28 @@ fn check_fixture(name: &str) -> Result<Flist> {
 fn v1_flist_reads_as_listed() -> Result<()> {
     let fl = check_fixture("v1.flist")?;
     ensure!(fl.header().format_version == 1, "{:?}", fl.header());
+    ensure!(fl.version() == Version { major: 1, minor: 0 }, "{}", fl.version());
+    Ok(())
+}
+
+#[test]
+fn v2_flist_reads_as_listed() -> Result<()> {
+    let fl = check_fixture("v2.flist")?;
+    ensure!(fl.header().format_version == 2, "{:?}", fl.header());
+    ensure!(fl.version() == Version { major: 2, minor: 0 }, "{}", fl.version());
+    Ok(())
+}
+
+/// `flist inspect` names the version of each.
+#[test]
+fn inspect_shows_the_format_version() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    for (name, want) in
+        [("v1.flist", "format:       native 1.0\n"), ("v2.flist", "format:       native 2.0\n")]
+    {
+        let out = run(flist(tmp.path()).arg("inspect").arg(fixtures().join(name)))?;
+        let text = String::from_utf8(out.stdout)?;
+        ensure!(text.contains(want), "{name}: {text}");
+    }
     Ok(())
 }
