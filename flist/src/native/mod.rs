@@ -19,8 +19,9 @@ pub const FORMAT_VERSION: u32 = 2;
 
 /// The minor version this build writes: the newest layout of
 /// [`FORMAT_VERSION`] it knows. It reads newer minors of the same major,
-/// skipping the fields they appended.
-pub const FORMAT_MINOR: u32 = 0;
+/// skipping the fields they appended. A u8: every record carries it in
+/// its one-byte tag.
+pub const FORMAT_MINOR: u8 = 0;
 
 /// `zosfs-flist <version>`: recorded in headers as the creating tool.
 pub fn tool_version() -> String {

@@ -36,7 +36,7 @@ pub struct Version {
 
 impl Version {
     /// What this build writes.
-    pub const CURRENT: Version = Version { major: FORMAT_VERSION, minor: FORMAT_MINOR };
+    pub const CURRENT: Version = Version { major: FORMAT_VERSION, minor: FORMAT_MINOR as u32 };
 }
 
 impl fmt::Display for Version {
@@ -46,10 +46,7 @@ impl fmt::Display for Version {
 }
 
 /// The tag this build puts in front of every record it writes.
-const TAG: u8 = {
-    assert!(FORMAT_MINOR <= u8::MAX as u32, "a minor version must fit the record tag");
-    FORMAT_MINOR as u8
-};
+const TAG: u8 = FORMAT_MINOR;
 
 /// The header record (`meta` / `header`), formats 1 and 2.0.
 #[derive(Serialize, Deserialize)]
@@ -108,7 +105,7 @@ fn decode_record<R: DeserializeOwned>(
     let Some((&tag, body)) = bytes.split_first() else {
         return Err(corrupt(format!("{}: empty record", what())));
     };
-    if u32::from(tag) > FORMAT_MINOR {
+    if tag > FORMAT_MINOR {
         return codec::decode_prefix(body, || {
             format!(
                 "{} (a format {}.{tag} record; this zosfs knows {})",

@@ -153,10 +153,9 @@ fn unpacked_sample(tmp: &std::path::Path) -> std::path::PathBuf {
 /// Apply `edit` to every record of column family `cf`.
 fn rewrite_cf(db: &rocksdb::DB, cf: &str, edit: impl Fn(&mut Vec<u8>)) {
     let h = db.cf_handle(cf).unwrap();
-    let all: Vec<(Box<[u8]>, Box<[u8]>)> =
-        db.iterator_cf(h, rocksdb::IteratorMode::Start).map(Result::unwrap).collect();
+    let all: Vec<_> = db.iterator_cf(h, rocksdb::IteratorMode::Start).map(Result::unwrap).collect();
     for (k, v) in all {
-        let mut v = v.into_vec();
+        let mut v: Vec<u8> = v.into_vec();
         edit(&mut v);
         db.put_cf(h, k, v).unwrap();
     }

@@ -115,7 +115,7 @@ impl Writer {
         }
         let header = records::encode_header(&self.header)?;
         self.put(CF_META, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
-        self.put(CF_META, KEY_FORMAT_MINOR, &FORMAT_MINOR.to_le_bytes())?;
+        self.put(CF_META, KEY_FORMAT_MINOR, &u32::from(FORMAT_MINOR).to_le_bytes())?;
         self.put(CF_META, KEY_HEADER, &header)?;
         self.flush_batch()?;
         for cf in ALL_CFS {
