@@ -2,11 +2,15 @@
 //!
 //! | column family | key                                   | value |
 //! |---|---|---|
-//! | `meta`        | `"format"`                            | format version, u32 LE (read before anything else) |
-//! | `meta`        | `"header"`                            | [`Header`](crate::Header), bincode |
-//! | `inodes`      | ino u64 BE                            | [`Inode`](crate::Inode), bincode |
-//! | `dirents`     | parent ino u64 BE ‖ name bytes        | child ino u64 BE ‖ kind u8 |
-//! | `chunks`      | ino u64 BE ‖ group u32 BE             | up to [`CHUNK_GROUP`] `ChunkRef`s, bincode |
+//! | `meta`        | `"format"`                            | major format version, u32 LE (read before anything else) |
+//! | `meta`        | `"format_minor"`                      | minor format version, u32 LE (format 2 on) |
+//! | `meta`        | `"header"`                            | [`Header`](crate::Header) record |
+//! | `inodes`      | ino u64 BE                            | [`Inode`](crate::Inode) record |
+//! | `dirents`     | parent ino u64 BE ‖ name bytes        | child ino u64 BE ‖ kind u8 (format 2: ‖ bytes a newer minor appended) |
+//! | `chunks`      | ino u64 BE ‖ group u32 BE             | record of up to [`CHUNK_GROUP`] `ChunkRef`s |
+//!
+//! Records are encoded per format version by [`super::records`]; the
+//! whole format is specified in docs/formats/flist-native.md.
 //!
 //! Big-endian integers make RocksDB's bytewise order the numeric order, so a
 //! directory listing is one range scan over the parent's prefix (names in
@@ -21,6 +25,7 @@ pub const CF_CHUNKS: &str = "chunks";
 pub const ALL_CFS: [&str; 4] = [CF_META, CF_INODES, CF_DIRENTS, CF_CHUNKS];
 
 pub const KEY_FORMAT: &[u8] = b"format";
+pub const KEY_FORMAT_MINOR: &[u8] = b"format_minor";
 pub const KEY_HEADER: &[u8] = b"header";
 
 /// Chunk refs per `chunks` record: a 1 TiB file at 1 MiB chunks is 256
@@ -51,8 +56,10 @@ pub fn dirent_value(ino: Ino, kind: Kind) -> [u8; 9] {
     v
 }
 
-pub fn parse_dirent_value(v: &[u8]) -> Option<(Ino, Kind)> {
-    if v.len() != 9 {
+/// Parse a dirent value. Format 1 values are exactly 9 bytes; from format
+/// 2 on a newer minor may append bytes, which are skipped (`appended`).
+pub fn parse_dirent_value(v: &[u8], appended: bool) -> Option<(Ino, Kind)> {
+    if v.len() < 9 || (v.len() > 9 && !appended) {
         return None;
     }
     Some((u64::from_be_bytes(v[..8].try_into().ok()?), byte_kind(v[8])?))
@@ -108,9 +115,13 @@ mod tests {
         assert_eq!(parse_dirent_key(&k), Some((7, &b"a name\n\xff"[..])));
         assert!(dirent_key(1, b"zzz") < dirent_key(2, b""));
         for kind in Kind::ALL {
-            assert_eq!(parse_dirent_value(&dirent_value(9, kind)), Some((9, kind)));
+            assert_eq!(parse_dirent_value(&dirent_value(9, kind), false), Some((9, kind)));
         }
-        assert_eq!(parse_dirent_value(&[0; 8]), None);
+        assert_eq!(parse_dirent_value(&[0; 8], true), None);
+        let mut longer = dirent_value(9, Kind::Dir).to_vec();
+        longer.push(0);
+        assert_eq!(parse_dirent_value(&longer, false), None);
+        assert_eq!(parse_dirent_value(&longer, true), Some((9, Kind::Dir)));
         assert_eq!(parse_chunks_key(&chunks_key(5, 3)), Some((5, 3)));
     }
 }

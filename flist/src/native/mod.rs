@@ -1,17 +1,27 @@
 //! The native flist format: a RocksDB database (see [`keys`] for the
-//! layout), shipped as one zstd-compressed tar file ([`archive`]).
+//! layout, [`records`] for the values), shipped as one zstd-compressed tar
+//! file ([`archive`]). Specified in docs/formats/flist-native.md.
 
 pub mod archive;
 mod codec;
 pub mod keys;
 mod reader;
+pub mod records;
 mod writer;
 
 pub use reader::{Flist, OpenOptions};
+pub use records::Version;
 pub use writer::{Writer, write_single_file};
 
-/// The on-disk format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The major format version this build writes; it reads every major from
+/// 1 up to this one. A reader refuses a newer major.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The minor version this build writes: the newest layout of
+/// [`FORMAT_VERSION`] it knows. It reads newer minors of the same major,
+/// skipping the fields they appended. A u8: every record carries it in
+/// its one-byte tag.
+pub const FORMAT_MINOR: u8 = 0;
 
 /// `zosfs-flist <version>`: recorded in headers as the creating tool.
 pub fn tool_version() -> String {

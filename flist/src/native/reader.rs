@@ -7,7 +7,8 @@ use rocksdb::{DB, Direction, IteratorMode, ReadOptions};
 use zosfs_store::ChunkRef;
 
 use super::keys::*;
-use super::{FORMAT_VERSION, archive, codec, db_options, rocks_err};
+use super::records::{self, Version};
+use super::{FORMAT_VERSION, archive, db_options, rocks_err};
 use crate::codec::DataChunk;
 use crate::error::{Error, ErrorKind, Result, corrupt, not_found};
 use crate::model::{DirEntry, Header, Ino, Inode, Kind};
@@ -32,6 +33,7 @@ impl Default for OpenOptions {
 pub struct Flist {
     db: DB,
     header: Header,
+    version: Version,
     dir: PathBuf,
 }
 
@@ -68,35 +70,26 @@ impl Flist {
         if !dir.join("CURRENT").is_file() {
             return Err(corrupt(format!("{shown}: not an flist database (no CURRENT file)")));
         }
+        // Read-only opening also accepts column families a newer minor added.
         let db = DB::open_cf_for_read_only(&db_options(), dir, ALL_CFS, false)
             .map_err(|e| rocks_err(format!("{shown}: open flist database"), e))?;
+        let version = read_version(&db).map_err(|e| e.context_prefix(&shown))?;
         let meta = db.cf_handle(CF_META).expect("opened with this column family");
-        let version = db
-            .get_cf(meta, KEY_FORMAT)
-            .map_err(|e| rocks_err(format!("{shown}: read format version"), e))?
-            .ok_or_else(|| corrupt(format!("{shown}: no format version (not a zosfs flist)")))?;
-        let version: [u8; 4] = version
-            .as_slice()
-            .try_into()
-            .map_err(|_| corrupt(format!("{shown}: malformed format version")))?;
-        let version = u32::from_le_bytes(version);
-        if version != FORMAT_VERSION {
-            return Err(Error::new(
-                ErrorKind::Version,
-                format!(
-                    "{shown}: flist format version {version}; this zosfs reads version {FORMAT_VERSION}"
-                ),
-            ));
-        }
         let raw = db
             .get_cf(meta, KEY_HEADER)
             .map_err(|e| rocks_err(format!("{shown}: read header"), e))?
             .ok_or_else(|| corrupt(format!("{shown}: no header")))?;
-        let header: Header = codec::decode(&raw, || format!("{shown}: header"))?;
-        if header.format_version != version {
+        let header = records::decode_header(version, &raw, || format!("{shown}: header"))?;
+        if header.format_version != version.major {
             return Err(corrupt(format!("{shown}: header and format key disagree on the version")));
         }
-        Ok(Flist { db, header, dir: dir.to_path_buf() })
+        Ok(Flist { db, header, version, dir: dir.to_path_buf() })
+    }
+
+    /// The format version of this flist (the header's `format_version` is
+    /// its major).
+    pub fn version(&self) -> Version {
+        self.version
     }
 
     /// The unpacked database directory.
@@ -106,6 +99,11 @@ impl Flist {
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         self.db.cf_handle(name).expect("opened with every column family")
+    }
+
+    /// Whether values may carry bytes a newer minor appended (format 2 on).
+    fn appended(&self) -> bool {
+        self.version.major >= 2
     }
 
     /// Read every record once with block checksums on (done when a file is
@@ -148,8 +146,9 @@ impl Flist {
             if group as usize != next_group {
                 return Err(corrupt(format!("inode {ino}: chunk group {next_group} is missing")));
             }
-            let part: Vec<ChunkRef> =
-                codec::decode(&v, || format!("inode {ino}: chunk group {group}"))?;
+            let part = records::decode_chunks(self.version, &v, || {
+                format!("inode {ino}: chunk group {group}")
+            })?;
             out.extend(part);
         }
         let total: u64 = out.iter().map(|c| u64::from(c.len)).sum();
@@ -166,7 +165,9 @@ impl Flist {
     pub fn for_each_inode(&self, mut f: impl FnMut(Inode) -> Result<()>) -> Result<()> {
         for item in self.db.iterator_cf(self.cf(CF_INODES), IteratorMode::Start) {
             let (k, v) = item.map_err(|e| rocks_err("scan inodes", e))?;
-            let inode: Inode = codec::decode(&v, || format!("inode record {}", hex::encode(&k)))?;
+            let inode = records::decode_inode(self.version, &v, || {
+                format!("inode record {}", hex::encode(&k))
+            })?;
             if k.as_ref() != inode_key(inode.ino) {
                 return Err(corrupt(format!("inode {} stored under a wrong key", inode.ino)));
             }
@@ -194,6 +195,42 @@ impl Flist {
     }
 }
 
+/// The format version in the `meta` column family: the major (a u32 LE in
+/// every version, so any reader can refuse a newer one by name) and, from
+/// format 2 on, the minor.
+fn read_version(db: &DB) -> Result<Version> {
+    let major = read_u32(db, KEY_FORMAT)?
+        .ok_or_else(|| corrupt("no format version (not a zosfs flist)"))?;
+    if major == 0 {
+        return Err(corrupt("format version 0 (not a zosfs flist)"));
+    }
+    if major > FORMAT_VERSION {
+        return Err(Error::new(
+            ErrorKind::Version,
+            format!(
+                "made by a newer zosfs: flist format {major} (this zosfs reads up to {FORMAT_VERSION})"
+            ),
+        ));
+    }
+    let minor = match major {
+        1 => 0,
+        _ => read_u32(db, KEY_FORMAT_MINOR)?
+            .ok_or_else(|| corrupt(format!("format {major} without a minor version")))?,
+    };
+    Ok(Version { major, minor })
+}
+
+fn read_u32(db: &DB, key: &[u8]) -> Result<Option<u32>> {
+    let meta = db.cf_handle(CF_META).expect("opened with this column family");
+    let shown = String::from_utf8_lossy(key);
+    let Some(raw) = db.get_cf(meta, key).map_err(|e| rocks_err(format!("read {shown}"), e))? else {
+        return Ok(None);
+    };
+    let raw: [u8; 4] =
+        raw.as_slice().try_into().map_err(|_| corrupt(format!("malformed {shown} value")))?;
+    Ok(Some(u32::from_le_bytes(raw)))
+}
+
 impl Tree for Flist {
     fn header(&self) -> &Header {
         &self.header
@@ -205,7 +242,7 @@ impl Tree for Flist {
             .get_pinned_cf(self.cf(CF_INODES), inode_key(ino))
             .map_err(|e| rocks_err(format!("read inode {ino}"), e))?
             .ok_or_else(|| not_found(format!("inode {ino}")))?;
-        let inode: Inode = codec::decode(&raw, || format!("inode {ino}"))?;
+        let inode = records::decode_inode(self.version, &raw, || format!("inode {ino}"))?;
         if inode.ino != ino {
             return Err(corrupt(format!("inode {ino} stored under a wrong key")));
         }
@@ -219,7 +256,7 @@ impl Tree for Flist {
                 .get_pinned_cf(self.cf(CF_DIRENTS), dirent_key(parent, name))
                 .map_err(|e| rocks_err(format!("look up {} in {parent}", show(name)), e))?;
             if let Some(raw) = raw {
-                let (ino, kind) = parse_dirent_value(&raw).ok_or_else(|| {
+                let (ino, kind) = parse_dirent_value(&raw, self.appended()).ok_or_else(|| {
                     corrupt(format!("malformed entry {} in directory {parent}", show(name)))
                 })?;
                 return Ok(Some(DirEntry { name: name.to_vec(), ino, kind }));
@@ -259,7 +296,7 @@ impl Tree for Flist {
                 continue;
             }
             check_name(name).map_err(|e| corrupt(format!("directory {dir}: {e}")))?;
-            let (ino, kind) = parse_dirent_value(&v)
+            let (ino, kind) = parse_dirent_value(&v, self.appended())
                 .ok_or_else(|| corrupt(format!("malformed entry {} in {dir}", show(name))))?;
             out.push(DirEntry { name: name.to_vec(), ino, kind });
         }

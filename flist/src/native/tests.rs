@@ -141,23 +141,148 @@ fn damaged_files_are_clear_errors() {
     assert!(cached.is_empty(), "damaged flists left cache entries: {cached:?}");
 }
 
-#[test]
-fn another_format_version_is_refused_by_name() {
-    let tmp = tempfile::tempdir().unwrap();
-    let f = write_sample(tmp.path(), 1);
-    let dir = tmp.path().join("db");
+/// The sample flist unpacked into `tmp/db`, for tests that edit records.
+fn unpacked_sample(tmp: &std::path::Path) -> std::path::PathBuf {
+    let f = write_sample(tmp, 1);
+    let dir = tmp.join("db");
     std::fs::create_dir(&dir).unwrap();
     extract_archive(&f, &dir).unwrap();
+    dir
+}
+
+/// Apply `edit` to every record of column family `cf`.
+fn rewrite_cf(db: &rocksdb::DB, cf: &str, edit: impl Fn(&mut Vec<u8>)) {
+    let h = db.cf_handle(cf).unwrap();
+    let all: Vec<_> = db.iterator_cf(h, rocksdb::IteratorMode::Start).map(Result::unwrap).collect();
+    for (k, v) in all {
+        let mut v: Vec<u8> = v.into_vec();
+        edit(&mut v);
+        db.put_cf(h, k, v).unwrap();
+    }
+}
+
+#[test]
+fn a_newer_major_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = unpacked_sample(tmp.path());
     {
-        let o = db_options();
-        let db = rocksdb::DB::open_cf(&o, &dir, ALL_CFS).unwrap();
-        db.put_cf(db.cf_handle(CF_META).unwrap(), KEY_FORMAT, 2u32.to_le_bytes()).unwrap();
+        let db = rocksdb::DB::open_cf(&db_options(), &dir, ALL_CFS).unwrap();
+        db.put_cf(db.cf_handle(CF_META).unwrap(), KEY_FORMAT, 3u32.to_le_bytes()).unwrap();
     }
     let e = Flist::open_dir(&dir).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Version);
-    assert!(e.to_string().contains("version 2"), "{e}");
+    assert!(
+        e.to_string().contains("made by a newer zosfs: flist format 3 (this zosfs reads up to 2)"),
+        "{e}"
+    );
     let e = Flist::open_dir(tmp.path()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+}
+
+#[test]
+fn a_major_2_without_its_minor_or_with_version_0_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = unpacked_sample(tmp.path());
+    let meta_edit = |edit: &dyn Fn(&rocksdb::DB, &rocksdb::ColumnFamily)| {
+        let db = rocksdb::DB::open_cf(&db_options(), &dir, ALL_CFS).unwrap();
+        edit(&db, db.cf_handle(CF_META).unwrap());
+    };
+    meta_edit(&|db, m| db.delete_cf(m, KEY_FORMAT_MINOR).unwrap());
+    let e = Flist::open_dir(&dir).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("without a minor version"), "{e}");
+    meta_edit(&|db, m| db.put_cf(m, KEY_FORMAT, 0u32.to_le_bytes()).unwrap());
+    assert_eq!(Flist::open_dir(&dir).unwrap_err().kind(), ErrorKind::Corrupt);
+}
+
+/// What a 2.7 writer could add: a higher tag and appended fields on every
+/// record, longer dirents, a column family this build does not know.
+#[test]
+fn a_newer_minor_reads_as_its_known_prefix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = unpacked_sample(tmp.path());
+    let before = Flist::open_dir(&dir).unwrap();
+    assert_eq!(before.version(), Version { major: 2, minor: 0 });
+    let inodes_before = all_inodes(&before);
+    let chunks_before = before.chunks(3).unwrap();
+    let header_before = before.header().clone();
+    drop(before);
+    {
+        let mut o = db_options();
+        o.create_missing_column_families(true);
+        let mut db = rocksdb::DB::open_cf(&o, &dir, ALL_CFS).unwrap();
+        let newer = |v: &mut Vec<u8>| {
+            v[0] = 7;
+            v.extend([0x2a; 5]);
+        };
+        for cf in [CF_INODES, CF_CHUNKS] {
+            rewrite_cf(&db, cf, newer);
+        }
+        rewrite_cf(&db, CF_DIRENTS, |v| v.push(0xee));
+        let meta = db.cf_handle(CF_META).unwrap();
+        let mut header = db.get_cf(meta, KEY_HEADER).unwrap().unwrap();
+        newer(&mut header);
+        db.put_cf(meta, KEY_HEADER, header).unwrap();
+        db.put_cf(meta, KEY_FORMAT_MINOR, 7u32.to_le_bytes()).unwrap();
+        db.put_cf(meta, b"a future key", b"ignored").unwrap();
+        db.create_cf("future", &db_options()).unwrap();
+    }
+    let fl = Flist::open_dir(&dir).unwrap();
+    assert_eq!(fl.version(), Version { major: 2, minor: 7 });
+    assert_eq!(fl.version().to_string(), "2.7");
+    assert_eq!(fl.header(), &header_before);
+    assert_eq!(all_inodes(&fl), inodes_before);
+    assert_eq!(fl.chunks(3).unwrap(), chunks_before);
+    assert_eq!(fl.lookup(ROOT_INO, b"link").unwrap().unwrap().ino, 2);
+    assert_eq!(fl.readdir_all(ROOT_INO).unwrap().len(), 3);
+}
+
+/// Format 1 had no room for growth: a trailing byte there is damage.
+#[test]
+fn trailing_bytes_in_a_known_layout_are_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = unpacked_sample(tmp.path());
+    {
+        let db = rocksdb::DB::open_cf(&db_options(), &dir, ALL_CFS).unwrap();
+        rewrite_cf(&db, CF_INODES, |v| v.push(0));
+    }
+    let fl = Flist::open_dir(&dir).unwrap();
+    let e = fl.getattr(ROOT_INO).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+}
+
+fn all_inodes(fl: &Flist) -> Vec<Inode> {
+    let mut v = Vec::new();
+    fl.for_each_inode(|i| {
+        v.push(i);
+        Ok(())
+    })
+    .unwrap();
+    v
+}
+
+/// The golden flists (tests/fixtures/flist-golden): format 1 as packed by
+/// an earlier build and the same tree in the current format read the same.
+#[test]
+fn golden_flists_of_every_format_read_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    let golden =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/flist-golden");
+    let open = |name: &str| Flist::open_with(&golden.join(name), &opts(tmp.path())).unwrap();
+    let (v1, v2) = (open("v1.flist"), open("v2.flist"));
+    assert_eq!(v1.version(), Version { major: 1, minor: 0 });
+    assert_eq!(v2.version(), Version::CURRENT);
+    let (mut h1, h2) = (v1.header().clone(), v2.header().clone());
+    assert_eq!((h1.format_version, h2.format_version), (1, 2));
+    h1.format_version = 2;
+    h1.tool.clone_from(&h2.tool);
+    assert_eq!(h1, h2);
+    let (i1, i2) = (all_inodes(&v1), all_inodes(&v2));
+    assert_eq!(i1.len(), 15, "the golden tree has 15 inodes");
+    assert_eq!(i1, i2);
+    for i in i1.iter().filter(|i| i.kind == Kind::File) {
+        assert_eq!(v1.chunks(i.ino).unwrap(), v2.chunks(i.ino).unwrap());
+    }
 }
 
 #[test]

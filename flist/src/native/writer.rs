@@ -8,7 +8,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, WriteBatch, WriteOptions};
 use zosfs_store::ChunkRef;
 
 use super::keys::*;
-use super::{FORMAT_VERSION, archive, codec, db_options, rocks_err};
+use super::{FORMAT_MINOR, FORMAT_VERSION, archive, db_options, records, rocks_err};
 use crate::error::{Error, ErrorKind, Result, invalid};
 use crate::model::{Header, Ino, Inode, Kind, ROOT_INO};
 use crate::names::check_name;
@@ -88,7 +88,7 @@ impl Writer {
             }
             self.has_root = true;
         }
-        let v = codec::encode(inode)?;
+        let v = records::encode_inode(inode)?;
         self.put(CF_INODES, &inode_key(inode.ino), &v)
     }
 
@@ -102,7 +102,7 @@ impl Writer {
     pub fn put_chunks(&mut self, ino: Ino, chunks: &[ChunkRef]) -> Result<()> {
         for (group, part) in chunks.chunks(CHUNK_GROUP).enumerate() {
             let group = u32::try_from(group).map_err(|_| invalid("file has too many chunks"))?;
-            let v = codec::encode(&part.to_vec())?;
+            let v = records::encode_chunks(part)?;
             self.put(CF_CHUNKS, &chunks_key(ino, group), &v)?;
         }
         Ok(())
@@ -113,8 +113,9 @@ impl Writer {
         if !self.has_root {
             return Err(Error::new(ErrorKind::InvalidInput, "flist has no root directory"));
         }
-        let header = codec::encode(&self.header)?;
+        let header = records::encode_header(&self.header)?;
         self.put(CF_META, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
+        self.put(CF_META, KEY_FORMAT_MINOR, &u32::from(FORMAT_MINOR).to_le_bytes())?;
         self.put(CF_META, KEY_HEADER, &header)?;
         self.flush_batch()?;
         for cf in ALL_CFS {

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use zosfs_flist::Kind;
+use zosfs_flist::legacy::Format;
+use zosfs_flist::native::Version;
+use zosfs_flist::{Flist, Kind};
 
 use super::{Ctx, ls::all_entries};
 
@@ -23,7 +25,9 @@ pub fn run(ctx: &Ctx, a: InspectArgs) -> Result<ExitCode> {
             crate::outln!("file size:    {} bytes", m.len());
         }
     }
-    crate::outln!("format:       {}", h.format_version);
+    let format = zosfs_flist::legacy::sniff(&a.flist)?;
+    let native = if format == Format::Native { Some(ctx.open_native(&a.flist)?) } else { None };
+    crate::outln!("format:       {}", format_line(&format, native.as_ref()));
     crate::outln!("tool:         {}", h.tool);
     crate::outln!("chunking:     {}", h.chunking);
     crate::outln!("codec:        {}", h.codec);
@@ -75,8 +79,28 @@ pub fn run(ctx: &Ctx, a: InspectArgs) -> Result<ExitCode> {
     );
     let ratio = if unique_bytes == 0 { 1.0 } else { ref_bytes as f64 / unique_bytes as f64 };
     crate::outln!("dedup ratio:  {ratio:.3}");
-    if zosfs_flist::legacy::sniff(&a.flist)? == zosfs_flist::legacy::Format::Native {
-        crate::outln!("content:      {}", ctx.open_native(&a.flist)?.digest()?);
+    if let Some(fl) = native {
+        crate::outln!("content:      {}", fl.digest()?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `native 2.0` (major.minor of the native format), or the legacy format.
+fn format_line(format: &Format, native: Option<&Flist>) -> String {
+    match native {
+        Some(fl) => {
+            let v = fl.version();
+            let newer = if v > Version::CURRENT {
+                format!(
+                    " (newer than this zosfs's {}: fields it added are not shown)",
+                    Version::CURRENT
+                )
+            } else {
+                String::new()
+            };
+            format!("native {v}{newer}")
+        }
+        None if *format == Format::Rfs => "rfs .fl (legacy)".into(),
+        None => "0-fs .flist (legacy)".into(),
+    }
 }
