@@ -174,6 +174,40 @@ pub(crate) fn del_reply(name: &str, id: &ChunkId, v: Value) -> Result<bool> {
     }
 }
 
+/// One page of `SCAN [cursor]`: the cursor for the next page and the keys
+/// of this one; `None` once 0-db answers "No more data" (its end marker).
+pub(crate) fn scan_page(name: &str, v: Value) -> Result<Option<(Vec<u8>, Vec<Vec<u8>>)>> {
+    let bad = |v: &Value| unexpected(name, "SCAN", v);
+    match v {
+        Value::ServerError(e) => {
+            let text = server_error_text(&e);
+            if text == "No more data" {
+                return Ok(None);
+            }
+            Err(map_error(name, "SCAN", &text))
+        }
+        Value::Array(mut parts) if parts.len() == 2 => {
+            let (cursor, entries) = match (parts.swap_remove(0), parts.swap_remove(0)) {
+                (Value::BulkString(c), Value::Array(e)) => (c, e),
+                (Value::BulkString(_), other) | (other, _) => return Err(bad(&other)),
+            };
+            let mut keys = Vec::with_capacity(entries.len());
+            for e in entries {
+                // Each entry is [key, :length, :timestamp]; only the key is used.
+                match e {
+                    Value::Array(mut f) if f.len() == 3 => match f.swap_remove(0) {
+                        Value::BulkString(k) => keys.push(k),
+                        other => return Err(bad(&other)),
+                    },
+                    other => return Err(bad(&other)),
+                }
+            }
+            Ok(Some((cursor, keys)))
+        }
+        other => Err(bad(&other)),
+    }
+}
+
 /// Parse `entries` and `data_size_bytes` out of an NSINFO text.
 pub(crate) fn nsinfo_counts(text: &str) -> (Option<u64>, Option<u64>) {
     let field = |name: &str| {

@@ -87,7 +87,7 @@ pub enum Cmd {
     Stat(stat::StatArgs),
     /// Verify every record of a local store; quarantine bad ones.
     Fsck(fsck::FsckArgs),
-    /// Compact a local store now.
+    // Help text: the doc comment of GcArgs.
     Gc(gc::GcArgs),
     // Help text: the doc comment of OwnArgs.
     Own(own::OwnArgs),
