@@ -13,7 +13,7 @@ use zosfs_flist::{Kind, Step};
 use zosfs_store::ChunkId;
 use zosfs_tests::flist::{noise, run};
 use zosfs_tests::zdb::Zdb;
-use zosfs_tests::{ChildGuard, bin};
+use zosfs_tests::{ChildGuard, bin, start_redis};
 
 /// A test's private directories and the store under test.
 struct Env {
@@ -22,7 +22,9 @@ struct Env {
 }
 
 impl Env {
-    fn new(kind: &str) -> Result<(Env, Option<Zdb>)> {
+    /// The store of `kind` (local, dir, zdb, redis) and the server
+    /// process behind it, if any (stopped when dropped).
+    fn new(kind: &str) -> Result<(Env, Option<Box<dyn std::any::Any>>)> {
         let dir = tempfile::tempdir()?;
         for d in ["run", "cache", "keep", "state", "other"] {
             std::fs::create_dir(dir.path().join(d))?;
@@ -30,9 +32,15 @@ impl Env {
         let (url, server) = match kind {
             "local" => (format!("local://{}", dir.path().join("store").display()), None),
             "dir" => (format!("dir://{}", dir.path().join("store").display()), None),
-            _ => {
+            "zdb" => {
                 let z = Zdb::start(&dir.path().join("zdb"), &[])?;
-                (format!("zdb://{}/default", z.addr), Some(z))
+                let url = format!("zdb://{}/default", z.addr);
+                (url, Some(Box::new(z) as Box<dyn std::any::Any>))
+            }
+            _ => {
+                std::fs::create_dir(dir.path().join("redis"))?;
+                let (guard, port) = start_redis(&dir.path().join("redis"))?;
+                (format!("redis://127.0.0.1:{port}/3"), Some(Box::new(guard) as _))
             }
         };
         Ok((Env { dir, url }, server))
@@ -110,6 +118,17 @@ impl Env {
             ids.extend(tree.data(ino)?.iter().map(|c| c.store_id()));
         }
         Ok(ids)
+    }
+
+    /// Unpack `flist` (relative to the test dir) and compare its files with
+    /// the contents [`tree`] made them from.
+    fn unpack_and_check(&self, flist: &str, files: &[(&str, u64, usize)]) -> Result<()> {
+        let out = self.path("unpacked").join(flist.replace('/', "-"));
+        run(self.cmd("flist").args(["unpack", "--store", &self.url]).arg(self.path(flist)).arg(&out))?;
+        for (name, seed, len) in files {
+            ensure!(std::fs::read(out.join(name))? == noise(*seed, *len), "{flist}: {name} differs");
+        }
+        Ok(())
     }
 
     /// Move every recorded time of the gc state back by `secs`: what the
@@ -199,12 +218,7 @@ fn deletes_exactly_the_unreferenced(kind: &str) -> Result<()> {
         assert!(String::from_utf8_lossy(&fsck.stdout).contains("clean"));
     }
     // The flist of A still unpacks whole.
-    run(env
-        .cmd("flist")
-        .args(["unpack", "--store", &env.url])
-        .arg(env.path("keep/a.flist"))
-        .arg(env.path("a-out")))?;
-    assert_eq!(std::fs::read(env.path("a-out/own"))?, noise(1, 3 << 20));
+    env.unpack_and_check("keep/a.flist", &[("own", 1, 3 << 20), ("shared", 3, 2 << 20)])?;
     Ok(())
 }
 
@@ -221,6 +235,11 @@ fn gc_keep_deletes_exactly_the_unreferenced_dir() -> Result<()> {
 #[test]
 fn gc_keep_deletes_exactly_the_unreferenced_zdb() -> Result<()> {
     deletes_exactly_the_unreferenced("zdb")
+}
+
+#[test]
+fn gc_keep_deletes_exactly_the_unreferenced_redis() -> Result<()> {
+    deletes_exactly_the_unreferenced("redis")
 }
 
 #[test]
@@ -329,13 +348,7 @@ fn pack_during_gc(kind: &str) -> Result<()> {
     let only_b: BTreeSet<ChunkId> = garbage_b.difference(&c).copied().collect();
     assert_eq!(env.missing(&b.union(&kept).copied().collect())?, only_b);
     // C unpacks whole.
-    run(env
-        .cmd("flist")
-        .args(["unpack", "--store", &env.url])
-        .arg(env.path("keep/c.flist"))
-        .arg(env.path("c-out")))?;
-    assert_eq!(std::fs::read(env.path("c-out/from-b"))?, noise(2, 3 << 20));
-    assert_eq!(std::fs::read(env.path("c-out/new"))?, noise(4, 8 << 20));
+    env.unpack_and_check("keep/c.flist", &[("from-b", 2, 3 << 20), ("new", 4, 8 << 20)])?;
     Ok(())
 }
 

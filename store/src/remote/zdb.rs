@@ -265,6 +265,20 @@ mod tests {
     }
 
     #[test]
+    fn scan_pages() {
+        let entry = |k: &[u8]| Value::Array(vec![Value::BulkString(k.to_vec()), Value::Int(3), Value::Int(9)]);
+        let page = Value::Array(vec![
+            Value::BulkString(b"cur".to_vec()),
+            Value::Array(vec![entry(b"k1"), entry(b"k2")]),
+        ]);
+        let (cur, keys) = scan_page("z", page).unwrap().unwrap();
+        assert_eq!((cur, keys), (b"cur".to_vec(), vec![b"k1".to_vec(), b"k2".to_vec()]));
+        assert!(scan_page("z", Value::Int(1)).is_err());
+        let short = Value::Array(vec![Value::BulkString(b"c".to_vec()), Value::Array(vec![Value::Int(1)])]);
+        assert!(scan_page("z", short).is_err());
+    }
+
+    #[test]
     fn nsinfo_fields() {
         let t = "# namespace\nname: imgs\nentries: 2\npublic: no\ndata_size_bytes: 77\n";
         assert_eq!(nsinfo_counts(t), (Some(2), Some(77)));

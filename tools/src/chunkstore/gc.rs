@@ -25,11 +25,13 @@ use super::stat::human;
 /// With --keep, a chunk the kept flists do not reference is deleted only
 /// after three runs, each at least --grace after the one before:
 ///
-///   1. suspect: found unreferenced, recorded, left in the store;
-///   2. hidden: still unreferenced; copied to the trash in the state
-///      directory, then deleted from the store (a pack from now on sees it
-///      missing and uploads it again);
-///   3. deleted: still unreferenced; the trash copy is removed.
+/// 1. suspect: found unreferenced, recorded, left in the store.
+///
+/// 2. hidden: still unreferenced; copied to the trash in the state
+/// directory, then deleted from the store (a pack from now on sees it
+/// missing and uploads it again).
+///
+/// 3. deleted: still unreferenced; the trash copy is removed.
 ///
 /// A hidden chunk that a kept flist references again is put back. This is
 /// safe with packs running at the same time as long as every pack finishes
@@ -83,24 +85,25 @@ pub async fn gc(a: GcArgs) -> Result<ExitCode> {
     if url.route != zosfs_store::url::Route::ALL {
         bail!("{name}: gc takes a store URL without a route prefix");
     }
+    // Mark before opening the store: an unreadable flist stops the run
+    // before anything is touched.
+    let marked = if a.keep.is_empty() { None } else { Some(mark::mark(&a.keep)?) };
     let local = match &url.backend {
         Backend::Local { path } => {
             // Through the store's owner when another process serves it.
             let opts = OpenOptions { engine: a.engine, ..Default::default() };
             Some(Arc::new(NodeStore::open(path, &opts)?))
         }
-        _ if a.keep.is_empty() => bail!("{name}: without --keep, gc compacts local:// stores only"),
+        _ if marked.is_none() => bail!("{name}: without --keep, gc compacts local:// stores only"),
         _ => None,
     };
     crate::outln!("{name}");
-    if !a.keep.is_empty() {
-        // Mark before opening a remote store: an unreadable flist stops here.
-        let marked = mark::mark(&a.keep)?;
+    if let Some(marked) = &marked {
         let store: DynStore = match &local {
             Some(s) => s.clone(),
             None => zosfs_store::open_backend(&url, &OpenOptions::default()).await?,
         };
-        collect(&a, &name, &store, &marked).await?;
+        collect(&a, &name, &store, marked).await?;
     }
     if let Some(s) = local {
         if !a.dry_run {

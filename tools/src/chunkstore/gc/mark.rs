@@ -71,14 +71,11 @@ pub fn mark(paths: &[PathBuf]) -> Result<Marked> {
     let mut ids = HashSet::new();
     let opts = zosfs_flist::OpenOptions::default();
     for f in &flists {
-        let read = || -> Result<()> {
-            let tree = zosfs_flist::legacy::open_any(f, &opts)?;
-            add_chunks(&*tree, &mut ids, &bar)?;
-            Ok(())
-        };
-        read().with_context(|| {
-            format!("kept flist {} cannot be read; nothing was deleted", f.display())
-        })?;
+        zosfs_flist::legacy::open_any(f, &opts)
+            .and_then(|tree| add_chunks(&*tree, &mut ids, &bar))
+            .with_context(|| {
+                format!("kept flist {} cannot be read; nothing was deleted", f.display())
+            })?;
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -87,7 +84,11 @@ pub fn mark(paths: &[PathBuf]) -> Result<Marked> {
 
 /// The chunk ids of every regular file of `tree` (each inode once: hard
 /// links share their chunks).
-fn add_chunks(tree: &dyn Tree, ids: &mut HashSet<ChunkId>, bar: &ProgressBar) -> Result<()> {
+fn add_chunks(
+    tree: &dyn Tree,
+    ids: &mut HashSet<ChunkId>,
+    bar: &ProgressBar,
+) -> zosfs_flist::Result<()> {
     let mut seen = HashSet::new();
     let mut files = Vec::new();
     zosfs_flist::walk(tree, tree.root(), b"", &mut |_, inode| {
