@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, ensure};
 use zosfs_flist::{Kind, Step};
@@ -124,9 +124,16 @@ impl Env {
     /// the contents [`tree`] made them from.
     fn unpack_and_check(&self, flist: &str, files: &[(&str, u64, usize)]) -> Result<()> {
         let out = self.path("unpacked").join(flist.replace('/', "-"));
-        run(self.cmd("flist").args(["unpack", "--store", &self.url]).arg(self.path(flist)).arg(&out))?;
+        run(self
+            .cmd("flist")
+            .args(["unpack", "--store", &self.url])
+            .arg(self.path(flist))
+            .arg(&out))?;
         for (name, seed, len) in files {
-            ensure!(std::fs::read(out.join(name))? == noise(*seed, *len), "{flist}: {name} differs");
+            ensure!(
+                std::fs::read(out.join(name))? == noise(*seed, *len),
+                "{flist}: {name} differs"
+            );
         }
         Ok(())
     }
@@ -273,7 +280,11 @@ fn gc_unreadable_keep_deletes_nothing() -> Result<()> {
     assert!(!env.path("state/state").exists());
     // An empty keep set is refused too (it would make everything garbage).
     std::fs::create_dir(env.path("empty"))?;
-    let o = env.cmd("chunkstore").args(["gc", "--store", &env.url, "--keep"]).arg(env.path("empty")).output()?;
+    let o = env
+        .cmd("chunkstore")
+        .args(["gc", "--store", &env.url, "--keep"])
+        .arg(env.path("empty"))
+        .output()?;
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no flist"));
     Ok(())

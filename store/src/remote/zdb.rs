@@ -266,7 +266,9 @@ mod tests {
 
     #[test]
     fn scan_pages() {
-        let entry = |k: &[u8]| Value::Array(vec![Value::BulkString(k.to_vec()), Value::Int(3), Value::Int(9)]);
+        let entry = |k: &[u8]| {
+            Value::Array(vec![Value::BulkString(k.to_vec()), Value::Int(3), Value::Int(9)])
+        };
         let page = Value::Array(vec![
             Value::BulkString(b"cur".to_vec()),
             Value::Array(vec![entry(b"k1"), entry(b"k2")]),
@@ -274,7 +276,8 @@ mod tests {
         let (cur, keys) = scan_page("z", page).unwrap().unwrap();
         assert_eq!((cur, keys), (b"cur".to_vec(), vec![b"k1".to_vec(), b"k2".to_vec()]));
         assert!(scan_page("z", Value::Int(1)).is_err());
-        let short = Value::Array(vec![Value::BulkString(b"c".to_vec()), Value::Array(vec![Value::Int(1)])]);
+        let short =
+            Value::Array(vec![Value::BulkString(b"c".to_vec()), Value::Array(vec![Value::Int(1)])]);
         assert!(scan_page("z", short).is_err());
     }
 

@@ -40,7 +40,9 @@ pub fn find_flists(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     out.dedup();
     if out.is_empty() {
         // An empty keep set would make every chunk garbage.
-        bail!("no flist (*.flist, *.fl) found under --keep; refusing to treat every chunk as garbage");
+        bail!(
+            "no flist (*.flist, *.fl) found under --keep; refusing to treat every chunk as garbage"
+        );
     }
     Ok(out)
 }

@@ -94,8 +94,9 @@ impl StateDir {
     pub fn load(&self, now: u64) -> Result<State> {
         let path = self.file();
         let mut st = match std::fs::read_to_string(&path) {
-            Ok(text) => parse(&text, &self.store)
-                .with_context(|| format!("gc state {}", path.display()))?,
+            Ok(text) => {
+                parse(&text, &self.store).with_context(|| format!("gc state {}", path.display()))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
         };
@@ -193,10 +194,8 @@ fn parse(text: &str, store: &str) -> Result<State> {
 /// Write `path` whole: temp file, fsync, rename, fsync of the directory.
 fn write_durable(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().expect("state paths have a parent");
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state")
-    ));
+    let tmp =
+        dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("state")));
     let ctx = || format!("write {}", path.display());
     let mut f = std::fs::File::create(&tmp).with_context(ctx)?;
     f.write_all(data).with_context(ctx)?;
