@@ -174,9 +174,12 @@ pub(crate) fn del_reply(name: &str, id: &ChunkId, v: Value) -> Result<bool> {
     }
 }
 
-/// One page of `SCAN [cursor]`: the cursor for the next page and the keys
-/// of this one; `None` once 0-db answers "No more data" (its end marker).
-pub(crate) fn scan_page(name: &str, v: Value) -> Result<Option<(Vec<u8>, Vec<Vec<u8>>)>> {
+/// A SCAN page: the cursor for the next page and the keys of this one.
+pub(crate) type ScanPage = (Vec<u8>, Vec<Vec<u8>>);
+
+/// One page of `SCAN [cursor]`; `None` once 0-db answers "No more data"
+/// (its end marker).
+pub(crate) fn scan_page(name: &str, v: Value) -> Result<Option<ScanPage>> {
     let bad = |v: &Value| unexpected(name, "SCAN", v);
     match v {
         Value::ServerError(e) => {

@@ -28,8 +28,8 @@ use super::stat::human;
 /// 1. suspect: found unreferenced, recorded, left in the store.
 ///
 /// 2. hidden: still unreferenced; copied to the trash in the state
-/// directory, then deleted from the store (a pack from now on sees it
-/// missing and uploads it again).
+///    directory, then deleted from the store (a pack from now on sees it
+///    missing and uploads it again).
 ///
 /// 3. deleted: still unreferenced; the trash copy is removed.
 ///
