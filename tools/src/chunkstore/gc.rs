@@ -133,19 +133,16 @@ async fn collect(a: &GcArgs, name: &str, store: &DynStore, marked: &mark::Marked
     };
     let r = sweep.run().await?;
     let would = if a.dry_run { "would be " } else { "" };
-    crate::outln!("  kept flists         {}", marked.flists.len());
-    crate::outln!("  referenced chunks   {}", marked.ids.len());
-    crate::outln!("  stored chunks       {} ({} unreferenced)", r.stored, r.unreferenced);
-    crate::outln!("  suspects            {} ({} new)", r.suspects, r.new_suspects);
-    crate::outln!("  {would}restored {:>9}", r.restored);
-    crate::outln!("  {would}hidden {:>11} ({})", r.hidden, human(r.hidden_bytes));
-    crate::outln!("  {would}deleted {:>10} ({})", r.deleted, human(r.deleted_bytes));
-    crate::outln!(
-        "  in trash            {} ({}) in {}",
-        r.trash_left,
-        human(r.trash_left_bytes),
-        state.path().display()
-    );
+    let row = |label: &str, value: String| crate::outln!("  {label:<20}{value}");
+    row("kept flists", marked.flists.len().to_string());
+    row("referenced chunks", marked.ids.len().to_string());
+    row("stored chunks", format!("{} ({} unreferenced)", r.stored, r.unreferenced));
+    row("suspects", format!("{} ({} new)", r.suspects, r.new_suspects));
+    row(&format!("{would}restored"), r.restored.to_string());
+    row(&format!("{would}hidden"), format!("{} ({})", r.hidden, human(r.hidden_bytes)));
+    row(&format!("{would}deleted"), format!("{} ({})", r.deleted, human(r.deleted_bytes)));
+    let trash = state.path().display();
+    row("in trash", format!("{} ({}) in {trash}", r.trash_left, human(r.trash_left_bytes)));
     Ok(())
 }
 
