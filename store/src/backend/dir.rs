@@ -1,6 +1,8 @@
 //! `dir://PATH`: one file per blob in a two-level fan-out, `ab/cd/<hex id>`,
 //! the layout rfs uses. Writes go to a temporary name and are renamed into
 //! place after fsync, so a crash never leaves a torn blob under its id.
+//! Blobs in the one-level layout `ab/<hex id>` (older stores) are read,
+//! listed and deleted too; new blobs always go to `ab/cd/<hex id>`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,17 @@ impl DirStore {
     fn path_of(&self, id: &ChunkId) -> PathBuf {
         let hex = id.to_hex();
         self.root.join(&hex[0..2]).join(&hex[2..4]).join(hex)
+    }
+
+    /// Where the one-level layout keeps the blob: `ab/<hex id>`.
+    fn flat_path_of(&self, id: &ChunkId) -> PathBuf {
+        let hex = id.to_hex();
+        self.root.join(&hex[0..2]).join(hex)
+    }
+
+    /// The paths a blob may live at, the layout written first.
+    fn paths_of(&self, id: &ChunkId) -> [PathBuf; 2] {
+        [self.path_of(id), self.flat_path_of(id)]
     }
 
     fn write_blob(&self, id: &ChunkId, blob: &[u8]) -> Result<()> {
@@ -83,13 +96,18 @@ impl ChunkStore for DirStore {
     }
 
     async fn get(&self, id: &ChunkId) -> Result<Option<Bytes>> {
-        let path = self.path_of(id);
+        let paths = self.paths_of(id);
         let name = self.name.clone();
         let id = *id;
-        blocking(move || match std::fs::read(&path) {
-            Ok(b) => Ok(Some(Bytes::from(b))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("{name}: read chunk {id}"), e)),
+        blocking(move || {
+            for path in &paths {
+                match std::fs::read(path) {
+                    Ok(b) => return Ok(Some(Bytes::from(b))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(format!("{name}: read chunk {id}"), e)),
+                }
+            }
+            Ok(None)
         })
         .await
     }
@@ -104,30 +122,48 @@ impl ChunkStore for DirStore {
     }
 
     async fn has(&self, id: &ChunkId) -> Result<bool> {
-        Ok(self.path_of(id).exists())
+        Ok(self.paths_of(id).iter().any(|p| p.exists()))
     }
 
+    /// Removes the blob from both layouts (a store may hold it in each).
     async fn delete(&self, id: &ChunkId) -> Result<bool> {
-        match std::fs::remove_file(self.path_of(id)) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io(format!("{}: delete chunk {id}", self.name), e)),
+        let mut any = false;
+        for path in self.paths_of(id) {
+            match std::fs::remove_file(path) {
+                Ok(()) => any = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("{}: delete chunk {id}", self.name), e)),
+            }
         }
+        Ok(any)
     }
 
+    /// Ids under `ab/cd/<hex>` and `ab/<hex>` whose name matches their
+    /// fan-out directories; anything else (temp files, other directories,
+    /// misplaced names) is not a blob this store would read, so not listed.
     async fn list_ids(&self) -> Result<Vec<ChunkId>> {
         let root = self.root.clone();
+        let name = self.name.clone();
         blocking(move || {
             let mut ids = Vec::new();
-            for a in read_dirs(&root) {
-                for b in read_dirs(&a) {
-                    for f in std::fs::read_dir(&b).into_iter().flatten().flatten() {
-                        if let Some(id) = f.file_name().to_str().and_then(|n| n.parse().ok()) {
-                            ids.push(id);
+            let io = |p: &Path, e| Error::io(format!("{name}: list {}", p.display()), e);
+            for (a, a_name) in fan_out_dirs(&root).map_err(|e| io(&root, e))? {
+                for f in std::fs::read_dir(&a).map_err(|e| io(&a, e))? {
+                    let f = f.map_err(|e| io(&a, e))?;
+                    let file_name = f.file_name();
+                    let Some(n) = file_name.to_str() else { continue };
+                    if f.file_type().map_err(|e| io(&a, e))?.is_dir() {
+                        if is_fan_out(n) {
+                            list_blobs(&f.path(), &format!("{a_name}{n}"), &mut ids)
+                                .map_err(|e| io(&f.path(), e))?;
                         }
+                    } else if let Some(id) = blob_id(n, &a_name) {
+                        ids.push(id);
                     }
                 }
             }
+            ids.sort();
+            ids.dedup();
             Ok(ids)
         })
         .await
@@ -153,6 +189,45 @@ impl ChunkStore for DirStore {
         })
         .await
     }
+}
+
+/// A fan-out directory name: two lowercase hex digits.
+fn is_fan_out(n: &str) -> bool {
+    n.len() == 2 && n.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The first-level fan-out directories of `root` with their names.
+fn fan_out_dirs(root: &Path) -> std::io::Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root)? {
+        let e = e?;
+        let name = e.file_name().to_str().unwrap_or_default().to_string();
+        if is_fan_out(&name) && e.file_type()?.is_dir() {
+            out.push((e.path(), name));
+        }
+    }
+    Ok(out)
+}
+
+/// The id a file named `n` holds if it sits under the fan-out `prefix`.
+fn blob_id(n: &str, prefix: &str) -> Option<ChunkId> {
+    if !n.starts_with(prefix) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// The blobs of one second-level directory `ab/cd`.
+fn list_blobs(dir: &Path, prefix: &str, ids: &mut Vec<ChunkId>) -> std::io::Result<()> {
+    for f in std::fs::read_dir(dir)? {
+        let f = f?;
+        if let Some(id) = f.file_name().to_str().and_then(|n| blob_id(n, prefix)) {
+            if f.file_type()?.is_file() {
+                ids.push(id);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read_dirs(p: &Path) -> Vec<PathBuf> {
@@ -185,5 +260,32 @@ mod tests {
         assert_eq!(s.stats().await.unwrap().chunks, 1);
         assert!(s.delete(&c.chunk.id).await.unwrap());
         assert!(!s.delete(&c.chunk.id).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn lists_both_layouts_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DirStore::open(dir.path(), "dir://t".into()).unwrap();
+        let deep = encode(b"deep").unwrap();
+        let flat = encode(b"flat").unwrap();
+        s.put(&deep.chunk.id, deep.blob.clone()).await.unwrap();
+        let hex = flat.chunk.id.to_hex();
+        std::fs::create_dir_all(dir.path().join(&hex[..2])).unwrap();
+        std::fs::write(dir.path().join(&hex[..2]).join(&hex), &flat.blob).unwrap();
+        // Not blobs: a temp file, a misplaced id, a non-fan-out directory.
+        let other = encode(b"other").unwrap().chunk.id.to_hex();
+        let deep_hex = deep.chunk.id.to_hex();
+        let deep_dir = dir.path().join(&deep_hex[..2]).join(&deep_hex[2..4]);
+        std::fs::write(deep_dir.join(".tmp.0000"), b"x").unwrap();
+        std::fs::write(deep_dir.join(&other), b"x").unwrap();
+        std::fs::create_dir_all(dir.path().join(".gc")).unwrap();
+        std::fs::write(dir.path().join(".gc").join(&other), b"x").unwrap();
+        let mut want = vec![deep.chunk.id, flat.chunk.id];
+        want.sort();
+        assert_eq!(s.list_ids().await.unwrap(), want);
+        assert_eq!(s.get(&flat.chunk.id).await.unwrap().unwrap(), flat.blob);
+        assert!(s.has(&flat.chunk.id).await.unwrap());
+        assert!(s.delete(&flat.chunk.id).await.unwrap());
+        assert_eq!(s.list_ids().await.unwrap(), vec![deep.chunk.id]);
     }
 }

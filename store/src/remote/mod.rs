@@ -189,6 +189,9 @@ pub(crate) fn unexpected(name: &str, what: &str, v: &Value) -> Error {
 /// Ids per EXISTS pipeline on Redis.
 const EXISTS_BATCH: usize = 256;
 
+/// Keys Redis is asked for per SCAN page (a hint; it may return more or fewer).
+const SCAN_COUNT: usize = 1000;
+
 #[async_trait]
 impl ChunkStore for RemoteStore {
     fn url(&self) -> &str {
@@ -276,6 +279,52 @@ impl ChunkStore for RemoteStore {
                 Ok(out)
             }
         }
+    }
+
+    /// Every key of the namespace / database that is a 32-byte id, by SCAN
+    /// (0-db: cursor pages until "No more data"; Redis: until cursor 0).
+    /// Keys of other lengths are not chunks and are left out.
+    async fn list_ids(&self) -> Result<Vec<ChunkId>> {
+        let mut out = Vec::new();
+        let mut keep = |keys: Vec<Vec<u8>>| {
+            out.extend(keys.into_iter().filter_map(|k| Some(ChunkId(k.try_into().ok()?))));
+        };
+        match self.dialect {
+            Dialect::Zdb => {
+                let mut cursor: Option<Vec<u8>> = None;
+                loop {
+                    let mut cmd = ::redis::cmd("SCAN");
+                    if let Some(c) = &cursor {
+                        cmd.arg(c.as_slice());
+                    }
+                    match zdb::scan_page(&self.name, self.pool.query("SCAN", &cmd).await?)? {
+                        Some((next, keys)) => {
+                            keep(keys);
+                            cursor = Some(next);
+                        }
+                        None => break,
+                    }
+                }
+            }
+            Dialect::Redis => {
+                let mut cursor = 0u64;
+                loop {
+                    let mut cmd = ::redis::cmd("SCAN");
+                    cmd.arg(cursor).arg("COUNT").arg(SCAN_COUNT);
+                    let (next, keys) =
+                        redis::scan_page(&self.name, self.pool.query("SCAN", &cmd).await?)?;
+                    keep(keys);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+        }
+        // Redis SCAN may return a key more than once.
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     async fn stats(&self) -> Result<StoreStats> {

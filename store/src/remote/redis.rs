@@ -52,6 +52,34 @@ impl Session for RedisSession {
     }
 }
 
+/// One page of `SCAN cursor COUNT n`: the next cursor (0 once the scan is
+/// complete) and the keys of this page.
+pub(crate) fn scan_page(name: &str, v: Value) -> crate::error::Result<(u64, Vec<Vec<u8>>)> {
+    let bad = |v: &Value| unexpected(name, "SCAN", v);
+    match v {
+        Value::ServerError(e) => Err(map_error(name, "SCAN", &server_error_text(&e))),
+        Value::Array(mut parts) if parts.len() == 2 => {
+            let (cursor, keys) = match (parts.swap_remove(0), parts.swap_remove(0)) {
+                (Value::BulkString(c), Value::Array(k)) => (c, k),
+                (Value::BulkString(_), other) | (other, _) => return Err(bad(&other)),
+            };
+            let cursor = std::str::from_utf8(&cursor)
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| bad(&Value::BulkString(cursor.clone())))?;
+            let keys = keys
+                .into_iter()
+                .map(|k| match k {
+                    Value::BulkString(k) => Ok(k),
+                    other => Err(bad(&other)),
+                })
+                .collect::<crate::error::Result<_>>()?;
+            Ok((cursor, keys))
+        }
+        other => Err(bad(&other)),
+    }
+}
+
 /// Map a Redis error reply to an error kind with an actionable message.
 pub(crate) fn map_error(name: &str, what: &str, text: &str) -> Error {
     let code = text.split(' ').next().unwrap_or("");

@@ -174,6 +174,43 @@ pub(crate) fn del_reply(name: &str, id: &ChunkId, v: Value) -> Result<bool> {
     }
 }
 
+/// A SCAN page: the cursor for the next page and the keys of this one.
+pub(crate) type ScanPage = (Vec<u8>, Vec<Vec<u8>>);
+
+/// One page of `SCAN [cursor]`; `None` once 0-db answers "No more data"
+/// (its end marker).
+pub(crate) fn scan_page(name: &str, v: Value) -> Result<Option<ScanPage>> {
+    let bad = |v: &Value| unexpected(name, "SCAN", v);
+    match v {
+        Value::ServerError(e) => {
+            let text = server_error_text(&e);
+            if text == "No more data" {
+                return Ok(None);
+            }
+            Err(map_error(name, "SCAN", &text))
+        }
+        Value::Array(mut parts) if parts.len() == 2 => {
+            let (cursor, entries) = match (parts.swap_remove(0), parts.swap_remove(0)) {
+                (Value::BulkString(c), Value::Array(e)) => (c, e),
+                (Value::BulkString(_), other) | (other, _) => return Err(bad(&other)),
+            };
+            let mut keys = Vec::with_capacity(entries.len());
+            for e in entries {
+                // Each entry is [key, :length, :timestamp]; only the key is used.
+                match e {
+                    Value::Array(mut f) if f.len() == 3 => match f.swap_remove(0) {
+                        Value::BulkString(k) => keys.push(k),
+                        other => return Err(bad(&other)),
+                    },
+                    other => return Err(bad(&other)),
+                }
+            }
+            Ok(Some((cursor, keys)))
+        }
+        other => Err(bad(&other)),
+    }
+}
+
 /// Parse `entries` and `data_size_bytes` out of an NSINFO text.
 pub(crate) fn nsinfo_counts(text: &str) -> (Option<u64>, Option<u64>) {
     let field = |name: &str| {
@@ -228,6 +265,23 @@ mod tests {
         // the real server accepted this hash.
         let h = secure_hash("b8be68e093a6d53a", &Secret::new("nspw"));
         assert_eq!(h, "8651681638f1b823cb3d1446b7c50e477d020f4d");
+    }
+
+    #[test]
+    fn scan_pages() {
+        let entry = |k: &[u8]| {
+            Value::Array(vec![Value::BulkString(k.to_vec()), Value::Int(3), Value::Int(9)])
+        };
+        let page = Value::Array(vec![
+            Value::BulkString(b"cur".to_vec()),
+            Value::Array(vec![entry(b"k1"), entry(b"k2")]),
+        ]);
+        let (cur, keys) = scan_page("z", page).unwrap().unwrap();
+        assert_eq!((cur, keys), (b"cur".to_vec(), vec![b"k1".to_vec(), b"k2".to_vec()]));
+        assert!(scan_page("z", Value::Int(1)).is_err());
+        let short =
+            Value::Array(vec![Value::BulkString(b"c".to_vec()), Value::Array(vec![Value::Int(1)])]);
+        assert!(scan_page("z", short).is_err());
     }
 
     #[test]

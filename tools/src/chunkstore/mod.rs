@@ -90,7 +90,7 @@ pub enum Cmd {
     Fsck(fsck::FsckArgs),
     /// Create, list, show, change and delete namespaces of a 0-db server.
     Ns(ns::NsArgs),
-    /// Compact a local store now.
+    // Help text: the doc comment of GcArgs.
     Gc(gc::GcArgs),
     // Help text: the doc comment of OwnArgs.
     Own(own::OwnArgs),
