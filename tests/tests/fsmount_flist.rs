@@ -298,6 +298,34 @@ fn prefetch_all_stops_at_the_cache_budget_and_says_so() -> Result<()> {
     env.wait_clean()
 }
 
+/// A mount whose only store is down works (cached data would be served)
+/// but says so on the terminal, instead of a plain "mounted".
+#[test]
+fn mounting_with_an_unreachable_store_warns() -> Result<()> {
+    let env = Env::new()?;
+    let port = free_port();
+    let mut replica = start_serve_on(&env.path().join("replica"), port)?;
+    let url = format!("zdb://127.0.0.1:{port}/default");
+    let src = env.mkdir("data")?;
+    std::fs::write(src.join("f"), b"f")?;
+    let fl = pack(&env, &src, &url)?;
+    replica.kill9();
+    let mnt = env.mkdir("mnt")?;
+    let args = ["-d", fl.to_str().unwrap(), mnt.to_str().unwrap(), "--store", &url];
+    let out = env.fsmount(&args.map(OsStr::new))?;
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.success(), "mount failed: {stderr}");
+    ensure!(stdout.contains("mounted at"), "stdout: {stdout}");
+    ensure!(
+        stderr.contains("warning: store") && stderr.contains(&format!("127.0.0.1:{port}")),
+        "no warning about the store on stderr: {stderr}"
+    );
+    ensure!(!stderr.contains("zdb://:"), "a password-shaped URL leaked: {stderr}");
+    env.umount(&mnt)?;
+    env.wait_clean()
+}
+
 #[test]
 fn a_replica_that_dies_mid_read_gives_eio_and_the_mount_recovers() -> Result<()> {
     let env = Env::new()?;

@@ -70,12 +70,13 @@ fn ext4_on_nbdfuse_loop_survives_restart_and_commit() -> Result<()> {
     srv.stop()?;
 
     // The disk becomes an image: only the chunks written are uploaded.
+    // Offline, the export's cache says what it is: no --export again.
     let image = t.path().join("vm.flist");
     let out = run_text(
         Command::new(bin("nbdserver"))
             .args(["commit", "--cache-dir"])
             .arg(&cache)
-            .args(["--store", &store, "--export", spec, "vm", "-o"])
+            .args(["--store", &store, "vm", "-o"])
             .arg(&image),
     )?;
     ensure!(out.contains(&format!("{dirty} uploaded")), "commit: {out} (dirty {dirty})");

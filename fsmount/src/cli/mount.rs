@@ -224,7 +224,7 @@ pub fn run(a: MountArgs, ctx: &Ctx) -> Result<ExitCode> {
     let socket = state.node().server_socket(state.root(), &cache_dir);
 
     if let Some(what) = try_join(&socket, &spec)? {
-        println!("fsmount: {what}");
+        say(&what);
         if a.metrics.is_some() {
             eprintln!(
                 "fsmount: --metrics ignored: this mount joined the running server of cache {} \
@@ -274,7 +274,7 @@ pub fn run(a: MountArgs, ctx: &Ctx) -> Result<ExitCode> {
             return match try_join(&socket, &spec) {
                 Ok(Some(what)) => {
                     readiness.ready(&what);
-                    println!("fsmount: {what}");
+                    say(&what);
                     Ok(ExitCode::SUCCESS)
                 }
                 Ok(None) => {
@@ -306,9 +306,12 @@ pub fn run(a: MountArgs, ctx: &Ctx) -> Result<ExitCode> {
     }
     if a.daemon {
         // The terminal is gone from here on: say where the log goes.
-        readiness.ready(&format!("{what}{}", server_log_note(opts_log.as_deref())));
+        // The log note belongs to the first line; warnings follow it.
+        let (first, warnings) = what.split_once('\n').unwrap_or((&what, ""));
+        let note = server_log_note(opts_log.as_deref());
+        readiness.ready(format!("{first}{note}\n{warnings}").trim_end());
     } else {
-        println!("fsmount: {what}");
+        say(&what);
     }
 
     let tx = server.events();
@@ -331,4 +334,14 @@ pub fn run(a: MountArgs, ctx: &Ctx) -> Result<ExitCode> {
 /// ` (log PATH)` for the message of a daemon that logs to a file.
 fn server_log_note(log: Option<&std::path::Path>) -> String {
     log.map(|l| format!(" (log {})", l.display())).unwrap_or_default()
+}
+
+/// Print a server's answer to a mount: the first line says what was
+/// mounted (stdout), any further lines are warnings (stderr).
+fn say(what: &str) {
+    let mut lines = what.lines();
+    println!("fsmount: {}", lines.next().unwrap_or_default());
+    for warning in lines {
+        eprintln!("fsmount: {warning}");
+    }
 }

@@ -235,8 +235,14 @@ impl Server {
 
     /// Open what a mount shows, lowest layer first: local directories as
     /// they are, anything else as an flist file.
-    fn open_tree(&self, spec: &MountSpec, counters: &Arc<Counters>) -> Result<Arc<dyn Tree>> {
+    /// Also returns warnings for the terminal (stores not answering).
+    fn open_tree(
+        &self,
+        spec: &MountSpec,
+        counters: &Arc<Counters>,
+    ) -> Result<(Arc<dyn Tree>, Vec<String>)> {
         let mut layers: Vec<Arc<dyn Tree>> = Vec::new();
+        let mut warnings = Vec::new();
         for s in &spec.sources {
             if s.is_dir() {
                 layers.push(Arc::new(tree::dir::DirTree::open(s)?));
@@ -252,18 +258,20 @@ impl Server {
             if spec.prefetch_all {
                 t.start_prefetch(spec.prefetch_bandwidth)?;
             }
+            warnings.extend(t.probe_stores());
             layers.push(t);
         }
+        warnings.dedup();
         if layers.len() == 1 {
-            return Ok(layers.pop().expect("one layer"));
+            return Ok((layers.pop().expect("one layer"), warnings));
         }
-        Ok(Arc::new(tree::union::UnionTree::new(layers)?))
+        Ok((Arc::new(tree::union::UnionTree::new(layers)?), warnings))
     }
 
     /// Set up one mount; returns a line describing it.
     pub fn mount(&mut self, spec: &MountSpec) -> Result<String> {
         let counters = Arc::new(Counters::default());
-        let tree = self.open_tree(spec, &counters)?;
+        let (tree, warnings) = self.open_tree(spec, &counters)?;
         let tx = self.tx.clone();
         let mp = std::fs::canonicalize(&spec.mountpoint).unwrap_or(spec.mountpoint.clone());
         let on_end = Box::new(move |r: std::io::Result<()>| {
@@ -282,6 +290,11 @@ impl Server {
             None => format!("mounted at {} (read-only)", mp.display()),
         };
         tracing::info!("{what}");
+        for w in &warnings {
+            tracing::warn!("{}: {w}", mp.display());
+        }
+        // The caller prints the answer: the warnings reach the terminal.
+        let what = std::iter::once(what).chain(warnings).collect::<Vec<_>>().join("\n");
         self.views.write().insert(mp.clone(), m.view().clone());
         self.mounts.insert(mp, m);
         Ok(what)

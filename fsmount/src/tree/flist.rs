@@ -90,6 +90,28 @@ impl FlistTree {
         Ok(FlistTree { reader, store, cache, counters })
     }
 
+    /// A warning for the terminal when the stores do not answer now:
+    /// the mount works, but reads of data not cached here will wait for
+    /// them (up to `--outage-wait`) and then fail. One `has` of an id no
+    /// store holds, bounded by [`PROBE_TIMEOUT`].
+    pub fn probe_stores(&self) -> Option<String> {
+        let probe = zosfs_store::ChunkId([0u8; 32]);
+        let asked = self
+            .cache
+            .runtime()
+            .block_on(async { tokio::time::timeout(PROBE_TIMEOUT, self.store.has(&probe)).await });
+        let why = match asked {
+            Ok(Ok(_)) => return None,
+            Ok(Err(e)) => e.chain(),
+            Err(_) => format!("no answer within {PROBE_TIMEOUT:?}"),
+        };
+        Some(format!(
+            "warning: store {} not usable now ({why}); reads of data not cached here will wait \
+             for it (--outage-wait) and then fail",
+            self.store.url()
+        ))
+    }
+
     fn inode(&self, ino: Ino) -> Result<Inode> {
         self.reader.getattr(ino).map_err(flist_err)
     }
@@ -106,6 +128,9 @@ impl FlistTree {
         Ok(())
     }
 }
+
+/// How long the mount-time store probe waits for an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Files filled at once by `--prefetch all` (small files are mostly round
 /// trips: one at a time would leave the bandwidth unused).

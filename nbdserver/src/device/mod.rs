@@ -15,6 +15,7 @@
 pub mod hints;
 pub mod image;
 pub mod lazy;
+pub mod record;
 pub mod spec;
 
 use async_trait::async_trait;

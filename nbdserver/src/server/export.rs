@@ -245,6 +245,8 @@ impl Opener {
         }
         // The caller names the export; the LazyFile its files.
         let lazy = LazyFile::open(&path, layout, source, opts).await?;
+        // What this cache is for: `nbdserver commit NAME` offline reads it.
+        crate::device::record::write(&self.cache_dir, spec)?;
         Ok(Export {
             name: spec.name.clone(),
             spec: spec.clone(),

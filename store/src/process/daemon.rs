@@ -82,7 +82,12 @@ fn parent_wait(prog: &str, mut rd: File, child: i32, log: &Path) -> ! {
     let _ = rd.read_to_string(&mut msg);
     let msg = msg.trim();
     if let Some(ok) = msg.strip_prefix("ok") {
-        println!("{prog}: {} (pid {child})", ok.trim());
+        // The first line says what is ready; any more are warnings.
+        let mut lines = ok.trim().lines();
+        println!("{prog}: {} (pid {child})", lines.next().unwrap_or_default());
+        for warning in lines {
+            eprintln!("{prog}: {warning}");
+        }
         std::process::exit(0);
     }
     match msg.strip_prefix("error ") {

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use zosfs_nbdserver::device::record;
 use zosfs_nbdserver::server::Opener;
 use zosfs_nbdserver::server::control::{control_path, query};
 use zosfs_store::engine::shared_engine;
@@ -46,8 +47,17 @@ pub fn run(a: CommitArgs) -> Result<()> {
     if a.live {
         return live(&a, &settings);
     }
-    let Some(spec) = settings.specs.iter().find(|s| s.name == a.name).cloned() else {
-        bail!("no export named {:?} in the given --export/--config", a.name);
+    // The flags first, else what the export's cache recorded when served.
+    let given = settings.specs.iter().find(|s| s.name == a.name).cloned();
+    let spec = match given {
+        Some(s) => s,
+        None => record::read(&settings.cache_dir, &a.name)?.with_context(|| {
+            format!(
+                "no export named {:?} in --export/--config, and no record of it in {}",
+                a.name,
+                record::path(&settings.cache_dir, &a.name).display()
+            )
+        })?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
