@@ -180,17 +180,16 @@ async fn reload(
     args: &DeviceArgs,
     ctx: &Ctx,
     table: &ExportTable,
-    running: Option<&ConfigFile>,
+    running: &ConfigFile,
 ) -> Result<()> {
     let settings = args.resolve()?;
-    if let Some(changed) = running.map(|r| r.startup_changes(&settings.file)) {
-        if !changed.is_empty() {
-            tracing::warn!(
-                "SIGHUP: {} changed in the config; that takes effect at the next start \
-                 (a reload changes the export list only)",
-                changed.join(", ")
-            );
-        }
+    let changed = running.startup_changes(&settings.file);
+    if !changed.is_empty() {
+        tracing::warn!(
+            "SIGHUP: {} changed in the config; that takes effect at the next start \
+             (a reload changes the export list only)",
+            changed.join(", ")
+        );
     }
     let mut old: Vec<Arc<Export>> = table.all();
     let mut next = Vec::new();
@@ -249,7 +248,14 @@ async fn reload(
     Ok(())
 }
 
-async fn stop_signal(args: DeviceArgs, ctx: Arc<Ctx>, table: Arc<ExportTable>) {
+/// `running`: the config the process started with (what a reload compares
+/// the non-export settings against).
+async fn stop_signal(
+    args: DeviceArgs,
+    running: ConfigFile,
+    ctx: Arc<Ctx>,
+    table: Arc<ExportTable>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -259,15 +265,13 @@ async fn stop_signal(args: DeviceArgs, ctx: Arc<Ctx>, table: Arc<ExportTable>) {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
-    // The settings in effect: what the process started with.
-    let running = args.resolve().ok().map(|s| s.file);
     loop {
         tokio::select! {
             _ = term.recv() => return tracing::info!("SIGTERM"),
             _ = int.recv() => return tracing::info!("SIGINT"),
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
-                match reload(&args, &ctx, &table, running.as_ref()).await {
+                match reload(&args, &ctx, &table, &running).await {
                     Ok(()) => tracing::info!("reloaded: {} exports", table.all().len()),
                     Err(e) => tracing::error!("reload failed, keeping the running set: {e:#}"),
                 }
@@ -348,7 +352,7 @@ async fn serve(
     };
     let addrs: Vec<String> = listeners.iter().map(|l| l.describe()).collect();
     started.readiness.ready(&format!("listening on {}{note}", addrs.join(", ")));
-    let stop = stop_signal(a.devices.clone(), ctx, table.clone());
+    let stop = stop_signal(a.devices.clone(), settings.file.clone(), ctx, table.clone());
     server.run(listeners, stop).await?;
     for e in table.all() {
         e.device.cancel_fills();
