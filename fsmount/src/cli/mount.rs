@@ -336,12 +336,7 @@ fn server_log_note(log: Option<&std::path::Path>) -> String {
     log.map(|l| format!(" (log {})", l.display())).unwrap_or_default()
 }
 
-/// Print a server's answer to a mount: the first line says what was
-/// mounted (stdout), any further lines are warnings (stderr).
+/// Print a server's answer to a mount: what was mounted, then warnings.
 fn say(what: &str) {
-    let mut lines = what.lines();
-    println!("fsmount: {}", lines.next().unwrap_or_default());
-    for warning in lines {
-        eprintln!("fsmount: {warning}");
-    }
+    zosfs_store::process::daemon::print_answer("fsmount", what, "");
 }

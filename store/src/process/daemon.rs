@@ -77,17 +77,23 @@ pub fn daemonize(prog: &str, log: &Path) -> Result<Readiness> {
     Ok(Readiness { pipe: Some(File::from(wr)) })
 }
 
+/// Print what a server answered about something it made ready: the first
+/// line to stdout (followed by `suffix`), any further lines, which are
+/// warnings, to stderr.
+pub fn print_answer(prog: &str, what: &str, suffix: &str) {
+    let mut lines = what.lines();
+    println!("{prog}: {}{suffix}", lines.next().unwrap_or_default());
+    for warning in lines {
+        eprintln!("{prog}: {warning}");
+    }
+}
+
 fn parent_wait(prog: &str, mut rd: File, child: i32, log: &Path) -> ! {
     let mut msg = String::new();
     let _ = rd.read_to_string(&mut msg);
     let msg = msg.trim();
     if let Some(ok) = msg.strip_prefix("ok") {
-        // The first line says what is ready; any more are warnings.
-        let mut lines = ok.trim().lines();
-        println!("{prog}: {} (pid {child})", lines.next().unwrap_or_default());
-        for warning in lines {
-            eprintln!("{prog}: {warning}");
-        }
+        print_answer(prog, ok.trim(), &format!(" (pid {child})"));
         std::process::exit(0);
     }
     match msg.strip_prefix("error ") {
